@@ -1,0 +1,1 @@
+"""Benchmark data: readers for the original release formats and Lightning datamodules."""

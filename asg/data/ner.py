@@ -1,0 +1,150 @@
+"""Token-classification datamodule: first-sub-token labelling, one evaluation loader per language."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from asg.data import conll
+from asg.transfer import resolve_languages
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # label of special tokens and of every sub-token after a word's first
+
+
+def encode_sentence(
+    tokens: list[str], tags: list[str], tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int], max_length: int
+) -> dict[str, list[int]]:
+    """Tokenize one pre-split sentence; label only each word's first sub-token.
+
+    `word_index` holds the word number at labelled positions (else -100) so predictions map back to words
+    even when truncation or an empty tokenization drops some of them.
+    """
+    enc = tokenizer(tokens, is_split_into_words=True, truncation=True, max_length=max_length)
+    labels, word_index, previous = [], [], None
+    for word in enc.word_ids():
+        first = word is not None and word != previous
+        labels.append(label2id[tags[word]] if first else IGNORE)
+        word_index.append(word if first else IGNORE)
+        previous = word
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels,
+            "word_index": word_index}
+
+
+class PadCollator:
+    """Pads model inputs with the tokenizer and the label-like columns with -100."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = self.tokenizer.pad(
+            [{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]} for f in features],
+            padding="max_length", max_length=width, return_tensors="pt",
+        )
+        for key in ("labels", "word_index"):
+            batch[key] = torch.tensor([f[key] + [IGNORE] * (width - len(f[key])) for f in features])
+        batch["example_id"] = torch.tensor([f["example_id"] for f in features])
+        return dict(batch)
+
+
+class NERDataModule(pl.LightningDataModule):
+    """WikiANN or BC5CDR from a local release folder (`data_dir`) or the Hub (`data_dir=None`)."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        task: str,
+        labels: Sequence[str],
+        train_lang: str,
+        eval_langs: Sequence[str] | None,
+        hub_languages: Sequence[str] = ("en",),
+        variant: str | None = None,
+        hub_source: str | None = None,
+        data_dir: str | None = None,
+        max_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        if task not in conll.SPLIT_FILES:
+            raise ValueError(f"NERDataModule reads {sorted(conll.SPLIT_FILES)}, not task={task!r}")
+        self.tokenizer, self.task, self.variant = tokenizer, task, variant
+        self.labels = list(labels)
+        self.label2id = {label: i for i, label in enumerate(self.labels)}
+        self.hub_source, self.max_length = hub_source, max_length
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
+        self.folder = conll.task_dir(data_dir, task, variant) if data_dir else None
+        if self.folder is not None:
+            train_available = conll.local_languages(self.folder, task, "train")
+            eval_available = conll.local_languages(self.folder, task, "test")
+        else:
+            train_available = eval_available = list(hub_languages)
+        self.train_lang, self.eval_langs = resolve_languages(
+            task, train_lang=train_lang, eval_langs=eval_langs,
+            train_available=train_available, eval_available=eval_available,
+        )
+        self.val_langs = [self.train_lang]
+        self.gold: dict[tuple[str, str], list[list[str]]] = {}
+        self.encoded: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    def _sentences(self, split: str, lang: str, limit: int | None) -> list[conll.Sentence]:
+        if self.folder is not None:
+            sentences = conll.load_local(self.folder, self.task, split, lang)
+        else:
+            sentences = conll.load_hub(self.task, self.hub_source, self.variant, split, lang)
+        sentences = sentences[:limit] if limit else sentences
+        unknown = {t for s in sentences for t in s["tags"]} - set(self.label2id)
+        if unknown:
+            raise ValueError(
+                f"{self.task} {split}/{lang} has tags {sorted(unknown)} not in task.labels={self.labels}"
+            )
+        return sentences
+
+    def _encode(self, stage: str, split: str, lang: str, limit: int | None) -> None:
+        if (stage, lang) in self.encoded:
+            return
+        sentences = self._sentences(split, lang, limit)
+        self.gold[(stage, lang)] = [s["tags"] for s in sentences]
+        self.encoded[(stage, lang)] = [
+            encode_sentence(s["tokens"], s["tags"], self.tokenizer, self.label2id, self.max_length)
+            | {"example_id": i}
+            for i, s in enumerate(sentences)
+        ]
+        log.info("%s %s/%s: %d sentences", self.task, split, lang, len(sentences))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self._encode("train", "train", self.train_lang, self.max_train_samples)
+        if stage in (None, "fit", "validate"):
+            for lang in self.val_langs:
+                self._encode("val", "validation", lang, self.max_eval_samples)
+        if stage in (None, "test"):
+            for lang in self.eval_langs:
+                self._encode("test", "test", lang, self.max_eval_samples)
+
+    def _loader(self, rows: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, collate_fn=PadCollator(self.tokenizer),
+                          num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.encoded[("train", self.train_lang)], self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.encoded[("val", lang)], self.eval_batch_size, False) for lang in self.val_langs]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.encoded[("test", lang)], self.eval_batch_size, False) for lang in self.eval_langs]

@@ -1,0 +1,116 @@
+"""ASG embedding: a drop-in for nn.Embedding whose rows are rebuilt from m shared codebooks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from asg.quantize import product_quantize, reconstruct, smallest_code_dtype
+
+
+class ASGEmbedding(nn.Module):
+    """Token vectors as concatenations of m trainable centroids picked by fixed codes.
+
+    Only the codebooks (m, k, s) are trained; the codes (V, m) are a buffer in the
+    smallest integer dtype that fits k. `padding_idx` is kept for interface parity
+    with nn.Embedding: the padding token's centroids are shared with other tokens,
+    so its vector is not frozen.
+    """
+
+    def __init__(
+        self,
+        codes: Tensor,
+        codebooks: Tensor,
+        *,
+        padding_idx: int | None = None,  # recorded like nn.Embedding's, not frozen
+        rel_error: float | None = None,  # PQ reconstruction error, reported by stats()
+        source_dtype: torch.dtype = torch.float32,  # dtype of the replaced matrix, for byte counts
+    ) -> None:
+        super().__init__()
+        if codes.dim() != 2 or codebooks.dim() != 3 or codes.shape[1] != codebooks.shape[0]:
+            raise ValueError(
+                f"expected codes (V, m) and codebooks (m, k, s), got {tuple(codes.shape)} "
+                f"and {tuple(codebooks.shape)}"
+            )
+        m, k, s = codebooks.shape
+        if codes.numel() and (codes.min() < 0 or codes.max() >= k):
+            raise ValueError(f"codes must lie in [0, {k}) for k={k} centroids")
+        self.num_embeddings = codes.shape[0]
+        self.embedding_dim = m * s
+        self.m = m
+        self.k = k
+        self.padding_idx = padding_idx
+        self.rel_error = rel_error
+        self.source_dtype = source_dtype
+        self.register_buffer("codes", codes.detach().to(smallest_code_dtype(k)).contiguous())
+        self.codebooks = nn.Parameter(codebooks.detach().clone())
+
+    @classmethod
+    def from_embedding(
+        cls,
+        embedding: nn.Embedding | Tensor,
+        *,
+        m: int,  # sub-spaces; must divide the hidden size
+        k: int,  # centroids per sub-space
+        **pq_kwargs: Any,  # passed on to product_quantize (iters, init, seed, sample_rows, ...)
+    ) -> ASGEmbedding:
+        """Compress an nn.Embedding (or a (V, d) weight) with product quantization."""
+        weight = embedding.weight if isinstance(embedding, nn.Embedding) else embedding
+        padding_idx = embedding.padding_idx if isinstance(embedding, nn.Embedding) else None
+        result = product_quantize(weight.detach().float(), m=m, k=k, **pq_kwargs)
+        return cls(
+            result.codes,
+            result.codebooks,
+            padding_idx=padding_idx,
+            rel_error=result.rel_error,
+            source_dtype=weight.dtype,
+        )
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """Look up ids (...) -> vectors (..., d); gradients flow to the codebooks only."""
+        # index_select, not codes[ids]: a uint8/bool ids tensor would be read as a mask
+        codes = self.codes.index_select(0, input_ids.reshape(-1))  # (N, m)
+        return reconstruct(codes.view(*input_ids.shape, self.m), self.codebooks)  # (..., d)
+
+    def dense_weight(self) -> Tensor:
+        """The full (V, d) matrix, differentiable with respect to the codebooks."""
+        return reconstruct(self.codes, self.codebooks)
+
+    def stats(self) -> dict[str, Any]:
+        """Parameter and byte accounting against the dense matrix this module replaced."""
+        vocab, dim = self.num_embeddings, self.embedding_dim
+        params_before = vocab * dim
+        params_after = self.codebooks.numel()  # m * k * s == k * d
+        bytes_before = params_before * self.source_dtype.itemsize
+        codebook_bytes = params_after * self.codebooks.element_size()
+        code_bytes = self.codes.numel() * self.codes.element_size()
+        # ideal table: ceil(log2 k) bits per code, which is (k - 1).bit_length() exactly
+        code_bytes_packed = math.ceil(self.codes.numel() * (self.k - 1).bit_length() / 8)
+        bytes_after = codebook_bytes + code_bytes
+        return {
+            "vocab_size": vocab,
+            "hidden_size": dim,
+            "m": self.m,
+            "k": self.k,
+            "params_before": params_before,
+            "params_after": params_after,
+            "params_kept_pct": 100 * params_after / params_before,
+            "bytes_before": bytes_before,
+            "codebook_bytes": codebook_bytes,
+            "code_bytes": code_bytes,
+            "code_bytes_packed": code_bytes_packed,
+            "bytes_after": bytes_after,
+            "bytes_kept_pct": 100 * bytes_after / bytes_before,
+            "bytes_kept_pct_packed": 100 * (codebook_bytes + code_bytes_packed) / bytes_before,
+            "rel_error": self.rel_error,
+            "code_dtype": str(self.codes.dtype),
+        }
+
+    def extra_repr(self) -> str:
+        text = f"{self.num_embeddings}, {self.embedding_dim}, m={self.m}, k={self.k}"
+        if self.padding_idx is not None:
+            text += f", padding_idx={self.padding_idx}"
+        return text

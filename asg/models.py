@@ -1,0 +1,77 @@
+"""Resolve where a backbone comes from and load it for a task family."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+AUTO_CLASSES = {
+    "token_classification": AutoModelForTokenClassification,
+    "sequence_classification": AutoModelForSequenceClassification,
+    "question_answering": AutoModelForQuestionAnswering,
+    "text_to_text": AutoModelForSeq2SeqLM,
+}
+
+
+def resolve_name_or_path(model_cfg: Any) -> str:
+    """Hub id or local directory of the backbone, with an error that says how to get a missing local model."""
+    name = model_cfg.get("name_or_path")
+    if not name and model_cfg.get("package"):
+        try:
+            package = importlib.import_module(model_cfg.package)
+        except ImportError as err:
+            raise FileNotFoundError(
+                f"model={model_cfg.name} ships in the pip package {model_cfg.package!r}, which is not installed: "
+                f"{model_cfg.hint}"
+            ) from err
+        name = str(package.get_model_path())
+    if not name:
+        raise FileNotFoundError(f"model={model_cfg.name} has no model directory set: {model_cfg.hint}")
+    if model_cfg.get("local_only") and not os.path.isdir(name):
+        raise FileNotFoundError(f"model={model_cfg.name}: directory {name!r} does not exist: {model_cfg.hint}")
+    return str(name)
+
+
+def hidden_and_vocab(config: PretrainedConfig) -> tuple[int, int]:
+    """(hidden size, vocabulary size) of a transformers config, whatever the architecture calls them."""
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    return int(hidden), int(config.vocab_size)
+
+
+def load_config(name_or_path: str) -> PretrainedConfig:
+    return AutoConfig.from_pretrained(name_or_path)
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{name_or_path}: a fast tokenizer is needed for word alignment and offset mapping")
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str, family: str, *, labels: list[str] | None = None, **config_kwargs: Any
+) -> PreTrainedModel:
+    """Pretrained backbone with the head of `family`; `labels` sizes a classification head."""
+    if family not in AUTO_CLASSES:
+        raise ValueError(f"unknown task family {family!r}; expected one of {sorted(AUTO_CLASSES)}")
+    if labels is not None:
+        config_kwargs |= {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+    return AUTO_CLASSES[family].from_pretrained(name_or_path, **config_kwargs)

@@ -1,0 +1,1 @@
+"""One LightningModule per task family, built from the small shared helpers in `asg.tasks.common`."""

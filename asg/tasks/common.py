@@ -1,0 +1,61 @@
+"""Pieces every task module shares: optimizer groups, the LR schedule, per-language score logging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import pytorch_lightning as pl
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
+
+
+def parameter_groups(
+    model: torch.nn.Module, *, lr: float, weight_decay: float, codebook_lr_scale: float = 1.0
+) -> list[dict]:
+    """AdamW groups: no decay on biases and norms; ASG codebooks get their own learning rate."""
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = 0.0 if any(key in name for key in NO_DECAY) else weight_decay
+        group_lr = lr * codebook_lr_scale if name.endswith("codebooks") else lr
+        groups.setdefault((group_lr, decay), []).append(param)
+    return [{"params": params, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), params in groups.items()]
+
+
+def configure_adamw(
+    module: pl.LightningModule,
+    optimizer: Callable[..., torch.optim.Optimizer],
+    *,
+    warmup_ratio: float,
+    codebook_lr_scale: float,
+) -> dict:
+    """The partial optimizer from the config over `module.model`, with linear warm-up and decay."""
+    defaults = optimizer.keywords if hasattr(optimizer, "keywords") else {}
+    groups = parameter_groups(
+        module.model,
+        lr=defaults.get("lr", 1e-3),
+        weight_decay=defaults.get("weight_decay", 0.0),
+        codebook_lr_scale=codebook_lr_scale,
+    )
+    opt = optimizer(groups)
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    schedule = get_linear_schedule_with_warmup(opt, int(warmup_ratio * total), total)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def log_language_scores(
+    module: pl.LightningModule, stage: str, scores: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """Log `<stage>/<lang>/<metric>` and the average over languages `<stage>/avg/<metric>`."""
+    flat = {f"{stage}/{lang}/{name}": value for lang, metrics in scores.items() for name, value in metrics.items()}
+    for name in next(iter(scores.values()), {}):
+        flat[f"{stage}/avg/{name}"] = sum(m[name] for m in scores.values()) / len(scores)
+    module.log_dict(flat, add_dataloader_idx=False, sync_dist=False)
+    return flat
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor], keys: Iterable[str] = ("input_ids", "attention_mask")) -> dict:
+    return {key: batch[key] for key in keys if key in batch}

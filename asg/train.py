@@ -1,0 +1,115 @@
+"""The one orchestration function: config -> data, model, ASG surgery, trainer -> fit, test, metrics.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from asg.loggers import finish_wandb
+from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, resolve_name_or_path
+from asg.results import environment, write_json_atomic
+from asg.surgery import apply_asg, dense_stats
+
+log = logging.getLogger(__name__)
+
+IMPLEMENTED_FAMILIES = ("token_classification",)
+METHODS = ("pq", "none")
+
+
+def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
+    """Fail before any data is read when the ASG settings cannot fit this model."""
+    if asg_cfg.method not in METHODS:
+        raise ValueError(f"asg.method={asg_cfg.method!r} is unknown; choose one of {', '.join(METHODS)}")
+    if asg_cfg.method == "none":
+        return
+    m, k = asg_cfg.m, asg_cfg.k
+    if not isinstance(m, int) or m < 1 or hidden % m:
+        divisors = ", ".join(str(d) for d in range(1, hidden + 1) if hidden % d == 0)
+        raise ValueError(f"asg.m={m} must divide the hidden size {hidden}; choose one of {divisors}")
+    if not isinstance(k, int) or not 1 <= k <= vocab:
+        raise ValueError(f"asg.k={k} must be between 1 and the vocabulary size {vocab}; choose a smaller asg.k")
+
+
+def compress(model: pl.LightningModule, asg_cfg: DictConfig) -> dict[str, Any]:
+    if asg_cfg.method == "none":
+        return dense_stats(model)
+    return apply_asg(
+        model, m=asg_cfg.m, k=asg_cfg.k, compress_head=asg_cfg.compress_head, iters=asg_cfg.iters,
+        init=asg_cfg.init, seed=asg_cfg.seed, sample_rows=asg_cfg.sample_rows, progress=True,
+    )
+
+
+def summary(metrics: dict[str, Any]) -> str:
+    c = metrics["compression"]
+    lines = [
+        f"{metrics['task']} | {metrics['model_label']} | asg.method={c['method']}"
+        + (f" m={metrics['asg']['m']} k={metrics['asg']['k']}" if c["method"] != "none" else ""),
+        f"  embedding kept: {c['params_kept_pct']:.3f}% of parameters, {c['bytes_kept_pct']:.3f}% of bytes",
+    ]
+    lines += [f"  {name}: {value:.2f}" for name, value in sorted(metrics["scores"].items()) if "/avg/" in name]
+    lines.append(f"  wall time {metrics['wall_seconds']:.0f}s; metrics in {metrics['output_dir']}/metrics.json")
+    return "\n".join(lines)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fine-tune and evaluate one configuration; write `metrics.json` into the run's output dir."""
+    started = time.perf_counter()
+    task = cfg.task
+    if task.family not in IMPLEMENTED_FAMILIES:
+        raise NotImplementedError(
+            f"task={task.name} ({task.family}) is not implemented yet; implemented task families: "
+            f"{', '.join(IMPLEMENTED_FAMILIES)} (task=bc5cdr, task=wikiann)"
+        )
+    name_or_path = resolve_name_or_path(cfg.model)
+    hidden, vocab = hidden_and_vocab(load_config(name_or_path))
+    check_asg_config(cfg.asg, hidden=hidden, vocab=vocab)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    tokenizer = load_tokenizer(name_or_path)
+    datamodule = instantiate(task.datamodule)(tokenizer)
+    model = load_model(name_or_path, task.family, labels=list(task.labels))
+    compression = compress(model, cfg.asg)
+    module = instantiate(task.module)(
+        model, optimizer=instantiate(cfg.optimizer), warmup_ratio=cfg.scheduler.warmup_ratio,
+        codebook_lr_scale=cfg.asg.codebook_lr_scale,
+    )
+    loggers = [instantiate(cfg.logger)] if cfg.get("logger") else []
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"compression": compression})
+    failed = True
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule)
+        failed = False
+    finally:
+        finish_wandb(loggers, failed=failed)
+
+    output_dir = Path(cfg.paths.output_dir)
+    metrics = {
+        "task": task.name,
+        "model": cfg.model.name,
+        "model_label": cfg.model.label,
+        "name_or_path": name_or_path,
+        "data": cfg.data.dir or "hub",
+        "transfer": {"name": cfg.transfer.name, "train_lang": datamodule.train_lang,
+                     "eval_langs": datamodule.eval_langs},
+        "asg": OmegaConf.to_container(cfg.asg, resolve=True),
+        "compression": compression,
+        "scores": {name: float(value) for name, value in module.scores.items()},
+        "train_samples": len(datamodule.encoded[("train", datamodule.train_lang)]),
+        "steps": trainer.global_step,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "versions": environment(),
+        "output_dir": str(output_dir),
+    }
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / "metrics.json", metrics)
+        log.info("Result summary\n%s", summary(metrics))
+    return metrics

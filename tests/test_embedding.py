@@ -1,0 +1,120 @@
+"""Value checks for ASGEmbedding: lossless parity with nn.Embedding, exact accounting, gradients."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from asg.embedding import ASGEmbedding
+
+
+def _random_module(vocab: int, m: int, k: int, s: int, **kwargs) -> ASGEmbedding:
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, k, (vocab, m), generator=gen)
+    return ASGEmbedding(codes, torch.randn(m, k, s, generator=gen), **kwargs)
+
+
+@pytest.mark.parametrize("m", [1, 4])
+def test_lossless_matches_nn_embedding(m):
+    torch.manual_seed(0)
+    embedding = nn.Embedding(50, 12, padding_idx=1)
+    asg = ASGEmbedding.from_embedding(embedding, m=m, k=50, iters=2)
+    ids = torch.randint(0, 50, (4, 7))
+    assert torch.equal(asg(ids), embedding(ids))
+    assert asg.padding_idx == 1 and asg.rel_error == 0.0
+    assert (asg.num_embeddings, asg.embedding_dim, asg.m, asg.k) == (50, 12, m, 50)
+
+
+def test_from_tensor_keeps_source_dtype_for_accounting():
+    weight = torch.randn(40, 8).to(torch.bfloat16)
+    asg = ASGEmbedding.from_embedding(weight, m=2, k=4, iters=2)
+    assert asg.padding_idx is None
+    assert asg.codebooks.dtype == torch.float32
+    assert asg.stats()["bytes_before"] == 40 * 8 * 2
+
+
+@pytest.mark.parametrize(("k", "dtype"), [(256, torch.uint8), (1024, torch.int16)])
+def test_codes_stored_in_smallest_dtype(k, dtype):
+    asg = _random_module(2000, 4, k, 3)
+    assert asg.codes.dtype == dtype
+    asg.to(torch.float64)  # casting the module must not touch the integer codes
+    assert asg.codes.dtype == dtype and asg.codebooks.dtype == torch.float64
+
+
+def test_stats_are_exact():
+    asg = _random_module(2000, 4, 256, 4, rel_error=0.25, source_dtype=torch.float16)
+    assert asg.stats() == {
+        "vocab_size": 2000,
+        "hidden_size": 16,
+        "m": 4,
+        "k": 256,
+        "params_before": 32000,
+        "params_after": 4096,  # k * d
+        "params_kept_pct": 12.8,  # 100 * k / V
+        "bytes_before": 64000,  # fp16 source
+        "codebook_bytes": 16384,  # fp32 codebooks
+        "code_bytes": 8000,  # V * m uint8
+        "code_bytes_packed": 8000,  # 8 bits per code
+        "bytes_after": 24384,
+        "bytes_kept_pct": 100 * 24384 / 64000,
+        "bytes_kept_pct_packed": 100 * 24384 / 64000,
+        "rel_error": 0.25,
+        "code_dtype": "torch.uint8",
+    }
+
+
+@pytest.mark.parametrize(("k", "bits", "itemsize"), [(1024, 10, 2), (100, 7, 1), (1, 0, 1)])
+def test_packed_code_bytes_use_ceil_log2_k_bits(k, bits, itemsize):
+    stats = _random_module(3001, 4, k, 2).stats()
+    assert stats["code_bytes"] == 3001 * 4 * itemsize
+    assert stats["code_bytes_packed"] == math.ceil(3001 * 4 * bits / 8)
+    assert stats["params_after"] == k * 8
+    assert stats["params_kept_pct"] == pytest.approx(100 * k / 3001)
+    assert stats["bytes_after"] == stats["codebook_bytes"] + stats["code_bytes"]
+
+
+def test_gradients_reach_codebooks_only_and_codes_are_saved():
+    asg = _random_module(100, 4, 8, 3)
+    assert [name for name, _ in asg.named_parameters()] == ["codebooks"]
+    assert "codes" in asg.state_dict()
+    ids = torch.tensor([[3, 3, 7]])
+    asg(ids).sum().backward()
+    grad = asg.codebooks.grad  # (m, k, s)
+    # each used centroid gets one unit of gradient per lookup, unused ones none
+    expected = torch.zeros(4, 8)
+    for token in ids.flatten().tolist():
+        expected[torch.arange(4), asg.codes[token].long()] += 1
+    assert torch.equal(grad[..., 0], expected)
+    assert not asg.codes.requires_grad
+
+
+def test_state_dict_round_trip():
+    source = _random_module(100, 4, 8, 3)
+    target = ASGEmbedding(torch.zeros(100, 4, dtype=torch.long), torch.zeros(4, 8, 3))
+    target.load_state_dict(source.state_dict())
+    ids = torch.arange(100)
+    assert torch.equal(target(ids), source(ids))
+
+
+def test_dense_weight_matches_forward_and_is_differentiable():
+    asg = _random_module(60, 3, 5, 2)
+    dense = asg.dense_weight()  # (V, d)
+    assert dense.shape == (60, 6)
+    assert torch.equal(dense, asg(torch.arange(60)))
+    dense.sum().backward()
+    assert asg.codebooks.grad.abs().sum() > 0
+
+
+def test_forward_shape_and_repr():
+    asg = _random_module(30, 2, 4, 5, padding_idx=0)
+    assert asg(torch.zeros(2, 3, 4, dtype=torch.long)).shape == (2, 3, 4, 10)
+    assert asg(torch.tensor(5)).shape == (10,)
+    assert "30, 10, m=2, k=4, padding_idx=0" in repr(asg)
+
+
+def test_invalid_codes_are_rejected():
+    with pytest.raises(ValueError, match="codes must lie in"):
+        ASGEmbedding(torch.full((5, 2), 4), torch.zeros(2, 4, 3))
+    with pytest.raises(ValueError, match="expected codes"):
+        ASGEmbedding(torch.zeros(5, 3, dtype=torch.long), torch.zeros(2, 4, 3))

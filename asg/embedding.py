@@ -32,8 +32,7 @@ class ASGEmbedding(nn.Module):
         super().__init__()
         if codes.dim() != 2 or codebooks.dim() != 3 or codes.shape[1] != codebooks.shape[0]:
             raise ValueError(
-                f"expected codes (V, m) and codebooks (m, k, s), got {tuple(codes.shape)} "
-                f"and {tuple(codebooks.shape)}"
+                f"expected codes (V, m) and codebooks (m, k, s), got {tuple(codes.shape)} and {tuple(codebooks.shape)}"
             )
         m, k, s = codebooks.shape
         if codes.numel() and (codes.min() < 0 or codes.max() >= k):

@@ -17,9 +17,9 @@ def word_predictions(
     Words with no first sub-token (cut by truncation) are predicted "O", so they still count against recall.
     """
     out = []
-    for preds, words, n in zip(pred_ids.tolist(), word_index.tolist(), num_words):
+    for preds, words, n in zip(pred_ids.tolist(), word_index.tolist(), num_words, strict=True):
         tags = ["O"] * n
-        for pred, word in zip(preds, words):
+        for pred, word in zip(preds, words, strict=True):
             if word >= 0:
                 tags[word] = id2label[pred]
         out.append(tags)
@@ -28,7 +28,7 @@ def word_predictions(
 
 def ner_scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, float]:
     """Entity-level precision, recall and F1 (seqeval, CoNLL-style span matching), in percent."""
-    if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred)):
+    if len(gold) != len(pred) or any(len(g) != len(p) for g, p in zip(gold, pred, strict=True)):
         raise ValueError("gold and predicted tag sequences must have the same shapes")
     return {
         "precision": 100 * precision_score(gold, pred, zero_division=0),

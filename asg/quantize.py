@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 INITS = ("kmeans++", "random")
 # k-means++ seeding is sequential in k, so it runs on a subsample of this many rows per centroid.
 _SEED_ROWS_PER_CENTROID = 16
-# rows per distance block: small blocks stay in cache and were fastest on CPU (4096 vs 65536: ~2x)
+# rows per distance block: measured faster on CPU than 65536-row blocks, with 16x less scratch memory
 _CHUNK_ROWS = 4096
 
 
@@ -146,6 +146,8 @@ def kmeans(
     if iters < 1 or chunk_size < 1:
         raise ValueError(f"iters={iters} and chunk_size={chunk_size} must be at least 1")
     x = x.float().contiguous()
+    if k == n:  # every row its own centroid: the exact optimum, no search needed
+        return x.clone(), torch.arange(n, device=x.device).expand(m, n).clone()
     gen = torch.Generator(device=x.device).manual_seed(seed)
     if init == "kmeans++":
         centroids = _kmeans_pp(x, k, gen)
@@ -172,6 +174,15 @@ def _divisors(n: int) -> list[int]:
     return [i for i in range(1, n + 1) if n % i == 0]
 
 
+def check_shape(vocab: int, dim: int, *, m: int, k: int) -> None:
+    """Raise a ValueError naming the fix when m or k cannot quantize a (vocab, dim) matrix."""
+    if not isinstance(m, int) or m < 1 or dim % m != 0:
+        choices = ", ".join(map(str, _divisors(dim)))
+        raise ValueError(f"asg.m={m} does not divide hidden size {dim}; choose one of {choices}")
+    if not isinstance(k, int) or not 1 <= k <= vocab:
+        raise ValueError(f"asg.k={k} must be between 1 and the vocabulary size V={vocab}; lower asg.k")
+
+
 def product_quantize(
     weight: Tensor,
     *,
@@ -186,15 +197,9 @@ def product_quantize(
 ) -> PQResult:
     """Product-quantize a (V, d) matrix into m codebooks of k centroids each."""
     if weight.dim() != 2:
-        raise ValueError(
-            f"weight must be a 2-D (vocab_size, hidden_size) matrix, got shape {tuple(weight.shape)}"
-        )
+        raise ValueError(f"weight must be a 2-D (vocab_size, hidden_size) matrix, got shape {tuple(weight.shape)}")
     vocab, dim = weight.shape
-    if m < 1 or dim % m != 0:
-        choices = ", ".join(map(str, _divisors(dim)))
-        raise ValueError(f"asg.m={m} does not divide hidden size {dim}; choose one of {choices}")
-    if not 1 <= k <= vocab:
-        raise ValueError(f"asg.k={k} must be between 1 and the vocabulary size V={vocab}; lower asg.k")
+    check_shape(vocab, dim, m=m, k=k)
     _check_init(init)
     if iters < 1:
         raise ValueError(f"iters={iters} must be at least 1")

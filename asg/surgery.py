@@ -71,7 +71,12 @@ def apply_asg(
         stats["head"] = "dense" if head is not None else "none"
     log.info(
         "ASG m=%d k=%d: kept %.3f%% of embedding parameters, %.3f%% of bytes, relative error %.4f (%.1fs)",
-        m, k, stats["params_kept_pct"], stats["bytes_kept_pct"], stats["rel_error"], fit_seconds,
+        m,
+        k,
+        stats["params_kept_pct"],
+        stats["bytes_kept_pct"],
+        stats["rel_error"],
+        fit_seconds,
     )
     return stats
 
@@ -83,8 +88,15 @@ def dense_stats(model: PreTrainedModel) -> dict[str, Any]:
     nbytes = weight.numel() * weight.element_size()
     head = model.get_output_embeddings()
     return {
-        "method": "none", "vocab_size": vocab, "hidden_size": hidden,
-        "params_before": weight.numel(), "params_after": weight.numel(), "params_kept_pct": 100.0,
-        "bytes_before": nbytes, "bytes_after": nbytes, "bytes_kept_pct": 100.0, "rel_error": 0.0,
+        "method": "none",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "params_before": weight.numel(),
+        "params_after": weight.numel(),
+        "params_kept_pct": 100.0,
+        "bytes_before": nbytes,
+        "bytes_after": nbytes,
+        "bytes_kept_pct": 100.0,
+        "rel_error": 0.0,
         "head": "none" if head is None else ("tied" if _heads_tied(model) else "dense"),
     }

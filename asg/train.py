@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asg.loggers import finish_wandb
 from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, resolve_name_or_path
+from asg.quantize import check_shape
 from asg.results import environment, write_json_atomic
 from asg.surgery import apply_asg, dense_stats
 
@@ -28,20 +29,22 @@ def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
         raise ValueError(f"asg.method={asg_cfg.method!r} is unknown; choose one of {', '.join(METHODS)}")
     if asg_cfg.method == "none":
         return
-    m, k = asg_cfg.m, asg_cfg.k
-    if not isinstance(m, int) or m < 1 or hidden % m:
-        divisors = ", ".join(str(d) for d in range(1, hidden + 1) if hidden % d == 0)
-        raise ValueError(f"asg.m={m} must divide the hidden size {hidden}; choose one of {divisors}")
-    if not isinstance(k, int) or not 1 <= k <= vocab:
-        raise ValueError(f"asg.k={k} must be between 1 and the vocabulary size {vocab}; choose a smaller asg.k")
+    check_shape(vocab, hidden, m=asg_cfg.m, k=asg_cfg.k)
 
 
 def compress(model: pl.LightningModule, asg_cfg: DictConfig) -> dict[str, Any]:
     if asg_cfg.method == "none":
         return dense_stats(model)
     return apply_asg(
-        model, m=asg_cfg.m, k=asg_cfg.k, compress_head=asg_cfg.compress_head, iters=asg_cfg.iters,
-        init=asg_cfg.init, seed=asg_cfg.seed, sample_rows=asg_cfg.sample_rows, progress=True,
+        model,
+        m=asg_cfg.m,
+        k=asg_cfg.k,
+        compress_head=asg_cfg.compress_head,
+        iters=asg_cfg.iters,
+        init=asg_cfg.init,
+        seed=asg_cfg.seed,
+        sample_rows=asg_cfg.sample_rows,
+        progress=True,
     )
 
 
@@ -76,7 +79,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = load_model(name_or_path, task.family, labels=list(task.labels))
     compression = compress(model, cfg.asg)
     module = instantiate(task.module)(
-        model, optimizer=instantiate(cfg.optimizer), warmup_ratio=cfg.scheduler.warmup_ratio,
+        model,
+        optimizer=instantiate(cfg.optimizer),
+        warmup_ratio=cfg.scheduler.warmup_ratio,
         codebook_lr_scale=cfg.asg.codebook_lr_scale,
     )
     loggers = [instantiate(cfg.logger)] if cfg.get("logger") else []
@@ -85,7 +90,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"compression": compression})
     failed = True
     try:
+        fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
+        train_seconds = time.perf_counter() - fit_started
         trainer.test(module, datamodule=datamodule)
         failed = False
     finally:
@@ -98,13 +105,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "model_label": cfg.model.label,
         "name_or_path": name_or_path,
         "data": cfg.data.dir or "hub",
-        "transfer": {"name": cfg.transfer.name, "train_lang": datamodule.train_lang,
-                     "eval_langs": datamodule.eval_langs},
+        "transfer": {
+            "name": cfg.transfer.name,
+            "train_lang": datamodule.train_lang,
+            "eval_langs": datamodule.eval_langs,
+        },
         "asg": OmegaConf.to_container(cfg.asg, resolve=True),
         "compression": compression,
         "scores": {name: float(value) for name, value in module.scores.items()},
         "train_samples": len(datamodule.encoded[("train", datamodule.train_lang)]),
         "steps": trainer.global_step,
+        "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "versions": environment(),
         "output_dir": str(output_dir),

@@ -36,5 +36,11 @@ def tiny_dirs(tmp_path_factory, minilm_dir) -> dict[str, Path]:
     """model config name -> a tiny random-init checkpoint of that architecture class."""
     root = tmp_path_factory.mktemp("tiny")
     bert = save_tiny_bert(root / "bert", minilm_dir)
-    return {"mbert": bert, "biobert": bert, "minilm": bert, "e5_small": bert,
-            "xlmr": save_tiny_xlmr(root / "xlmr"), "mt5": save_tiny_mt5(root / "mt5")}
+    return {
+        "mbert": bert,
+        "biobert": bert,
+        "minilm": bert,
+        "e5_small": bert,
+        "xlmr": save_tiny_xlmr(root / "xlmr"),
+        "mt5": save_tiny_mt5(root / "mt5"),
+    }

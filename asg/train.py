@@ -19,7 +19,6 @@ from asg.surgery import apply_asg, dense_stats
 
 log = logging.getLogger(__name__)
 
-IMPLEMENTED_FAMILIES = ("token_classification",)
 METHODS = ("pq", "none")
 
 
@@ -48,6 +47,21 @@ def compress(model: pl.LightningModule, asg_cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def task_recipe(cfg: DictConfig) -> tuple[str, DictConfig, DictConfig]:
+    """(model family, datamodule config, module config) for this model x task cell."""
+    task = cfg.task
+    if cfg.model.get("text_to_text") and task.get("text_to_text"):
+        recipe = task.text_to_text
+        family = "text_to_text"
+    else:
+        recipe, family = task, task.family
+    if recipe.get("datamodule") is None or recipe.get("module") is None:
+        raise NotImplementedError(
+            f"task={task.name} ({family}) is not implemented yet; implemented tasks: bc5cdr, wikiann"
+        )
+    return family, recipe.datamodule, recipe.module
+
+
 def summary(metrics: dict[str, Any]) -> str:
     c = metrics["compression"]
     lines = [
@@ -64,21 +78,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune and evaluate one configuration; write `metrics.json` into the run's output dir."""
     started = time.perf_counter()
     task = cfg.task
-    if task.family not in IMPLEMENTED_FAMILIES:
-        raise NotImplementedError(
-            f"task={task.name} ({task.family}) is not implemented yet; implemented task families: "
-            f"{', '.join(IMPLEMENTED_FAMILIES)} (task=bc5cdr, task=wikiann)"
-        )
+    family, datamodule_cfg, module_cfg = task_recipe(cfg)
     name_or_path = resolve_name_or_path(cfg.model)
     hidden, vocab = hidden_and_vocab(load_config(name_or_path))
     check_asg_config(cfg.asg, hidden=hidden, vocab=vocab)
     pl.seed_everything(cfg.seed, workers=True)
 
     tokenizer = load_tokenizer(name_or_path)
-    datamodule = instantiate(task.datamodule)(tokenizer)
-    model = load_model(name_or_path, task.family, labels=list(task.labels))
+    datamodule = instantiate(datamodule_cfg)(tokenizer)
+    labels = list(task.labels) if family in ("token_classification", "sequence_classification") else None
+    model = load_model(name_or_path, family, labels=labels)
     compression = compress(model, cfg.asg)
-    module = instantiate(task.module)(
+    module = instantiate(module_cfg)(
         model,
         optimizer=instantiate(cfg.optimizer),
         warmup_ratio=cfg.scheduler.warmup_ratio,
@@ -101,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     metrics = {
         "task": task.name,
+        "family": family,
         "model": cfg.model.name,
         "model_label": cfg.model.label,
         "name_or_path": name_or_path,
@@ -113,7 +125,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "asg": OmegaConf.to_container(cfg.asg, resolve=True),
         "compression": compression,
         "scores": {name: float(value) for name, value in module.scores.items()},
-        "train_samples": len(datamodule.encoded[("train", datamodule.train_lang)]),
+        "train_samples": datamodule.num_train_samples,
+        # Where the setting departs from the paper's (e.g. offline training data), said next to the scores.
+        "notes": list(getattr(datamodule, "notes", [])),
         "steps": trainer.global_step,
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),

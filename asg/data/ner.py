@@ -114,6 +114,10 @@ class NERDataModule(pl.LightningDataModule):
         self.gold: dict[tuple[str, str], list[list[str]]] = {}
         self.encoded: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
+    @property
+    def num_train_samples(self) -> int:
+        return len(self.encoded[("train", self.train_lang)])
+
     def _sentences(self, split: str, lang: str, limit: int | None) -> list[conll.Sentence]:
         if self.folder is not None:
             sentences = conll.load_local(self.folder, self.task, split, lang)

@@ -50,6 +50,8 @@ def apply_asg(
     codebooks; an untied head (mT5's lm_head) is compressed with its own codebooks only if `compress_head`.
     """
     dense = model.get_input_embeddings()
+    if not isinstance(dense, nn.Embedding):
+        raise TypeError(f"expected a dense nn.Embedding as input embedding, found {type(dense).__name__}")
     tied = _heads_tied(model)
     start = time.perf_counter()
     asg = ASGEmbedding.from_embedding(dense, m=m, k=k, **pq_kwargs)

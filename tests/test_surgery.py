@@ -95,3 +95,26 @@ def test_lossy_asg_changes_outputs_and_trains_only_codebooks(tiny_dirs):
     asg = model.get_input_embeddings()
     assert asg.codebooks.grad is not None and asg.codebooks.grad.abs().sum() > 0
     assert not asg.codes.is_floating_point() and asg.codes.grad is None
+
+
+def test_mt5_generation_after_asg(tiny_dirs):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dirs["mt5"])
+    model = untie_head(MT5ForConditionalGeneration.from_pretrained(tiny_dirs["mt5"]).eval())
+    batch = tokenizer(
+        ["question: Who? context: Anton Wilhelm lived in Paris.", "xnli premise: a hypothesis: b"],
+        return_tensors="pt",
+        padding=True,
+    )
+    options = {"max_new_tokens": 8, "do_sample": False, "num_beams": 1}
+    before = model.generate(**batch, **options)
+    lossless(model)
+    torch.testing.assert_close(model.generate(**batch, **options), before, rtol=0, atol=0)
+
+    with pytest.raises(TypeError, match="found ASGEmbedding"):
+        lossless(model)  # compressing twice is refused
+    model = untie_head(MT5ForConditionalGeneration.from_pretrained(tiny_dirs["mt5"]).eval())
+    apply_asg(model, m=4, k=16, iters=3)  # lossy: still decodes through the shared ASG embedding
+    texts = tokenizer.batch_decode(model.generate(**batch, **options), skip_special_tokens=True)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)

@@ -1,0 +1,207 @@
+"""XNLI premise/hypothesis pairs from the local XTREME files (test labels joined by row) or the Hub."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from asg.data.conll import task_dir
+from asg.transfer import resolve_languages
+
+log = logging.getLogger(__name__)
+
+Pair = dict[str, str]  # {"premise": ..., "hypothesis": ..., "label": "entailment" | "neutral" | "contradiction"}
+
+LOCAL_FILES = {"validation": "dev-{lang}.tsv", "test": "test-{lang}.tsv"}  # under <data_dir>/xnli/xtreme_format
+# XTREME stripped the test labels; every language's test file is a row-by-row translation of this one.
+TEST_LABELS = Path("myxnli") / "my.genre.test.tsv"
+
+
+def _rows(path: Path, *, columns: int) -> list[list[str]]:
+    """Tab-separated rows with exactly `columns` fields; quotes are text, not CSV quoting."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    for line_no, row in enumerate(rows, 1):
+        if len(row) != columns:
+            raise ValueError(f"{path}:{line_no}: expected {columns} tab-separated fields, got {len(row)}")
+    return rows
+
+
+def _test_labels(root: Path) -> list[str]:
+    path = root / TEST_LABELS
+    if not path.is_file():
+        raise FileNotFoundError(f"XNLI test files carry no labels; the gold labels are expected in {path}")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [row["label"] for row in reader]
+
+
+def xnli_dir(data_dir: str | os.PathLike) -> Path:
+    """`<data_dir>/xnli`, with the same errors as the NER folders when data.dir is wrong."""
+    return task_dir(data_dir, "xnli", "xtreme_format").parent
+
+
+def local_languages(data_dir: str | os.PathLike, split: str) -> list[str]:
+    """Languages whose `split` file ('validation' or 'test') exists locally."""
+    prefix, suffix = LOCAL_FILES[split].split("{lang}")
+    folder = xnli_dir(data_dir) / "xtreme_format"
+    return sorted(p.name[len(prefix) : -len(suffix)] for p in folder.glob(f"{prefix}*{suffix}"))
+
+
+def read_xnli_local(data_dir: str | os.PathLike, split: str, lang: str) -> list[Pair]:
+    """Pairs of one language's 'validation' (dev) or 'test' split of a local data dir.
+
+    Dev files carry their labels; test labels come from the English label file, joined by row index.
+    """
+    if split not in LOCAL_FILES:
+        raise ValueError(
+            f"local XNLI has splits {sorted(LOCAL_FILES)}, not {split!r} (the MultiNLI train split is Hub-only)"
+        )
+    root = xnli_dir(data_dir)
+    path = root / "xtreme_format" / LOCAL_FILES[split].format(lang=lang)
+    if split == "validation":
+        rows = _rows(path, columns=3)
+        return [{"premise": p, "hypothesis": h, "label": label} for p, h, label in rows]
+    rows, labels = _rows(path, columns=2), _test_labels(root)
+    if len(rows) != len(labels):
+        raise ValueError(
+            f"cannot join XNLI test labels by row: {path} has {len(rows)} rows but {root / TEST_LABELS} has "
+            f"{len(labels)} labels; the files must be the row-parallel XNLI test split"
+        )
+    return [{"premise": p, "hypothesis": h, "label": label} for (p, h), label in zip(rows, labels, strict=True)]
+
+
+def read_xnli_hub(source: str, split: str, lang: str, limit: int | None = None) -> list[Pair]:
+    """The first `limit` pairs (all if None) of one language's split on the Hub, labels as names."""
+    import datasets
+
+    dataset = datasets.load_dataset(source, lang, split=split)
+    if limit:
+        dataset = dataset.select(range(min(limit, len(dataset))))  # before conversion: train has 393k rows
+    names = dataset.features["label"].names
+    return [{"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names[r["label"]]} for r in dataset]
+
+
+class XNLIDataModule(pl.LightningDataModule):
+    """XNLI from a local data dir (`data_dir`) or the Hub (`data_dir=None`), one evaluation loader per language.
+
+    The Hub has MultiNLI train for every language (the paper's setting). Offline there is none: the model trains
+    on the train language's dev split, so there is no validation loader and `notes` says so.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        task: str,
+        labels: Sequence[str],
+        train_lang: str,
+        eval_langs: Sequence[str] | None,
+        hub_languages: Sequence[str] = ("en",),
+        hub_source: str = "facebook/xnli",
+        data_dir: str | None = None,
+        max_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer, self.task, self.hub_source, self.data_dir = tokenizer, task, hub_source, data_dir
+        self.labels = list(labels)
+        self.label2id = {label: i for i, label in enumerate(self.labels)}
+        self.max_length, self.num_workers = max_length, num_workers
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
+        if data_dir:
+            train_available = local_languages(data_dir, "validation")
+            eval_available = local_languages(data_dir, "test")
+        else:
+            train_available = eval_available = list(hub_languages)
+        self.train_lang, self.eval_langs = resolve_languages(
+            task,
+            train_lang=train_lang,
+            eval_langs=eval_langs,
+            train_available=train_available,
+            eval_available=eval_available,
+        )
+        # Offline the dev split is the training data: validating on it would score training rows.
+        self.train_split = "validation" if data_dir else "train"
+        self.val_langs = [] if data_dir else [self.train_lang]
+        self.notes: list[str] = []
+        self.encoded: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+    @property
+    def num_train_samples(self) -> int:
+        return len(self.encoded[("train", self.train_lang)])
+
+    def _pairs(self, split: str, lang: str, limit: int | None) -> list[Pair]:
+        if self.data_dir:
+            pairs = read_xnli_local(self.data_dir, split, lang)[:limit]
+        else:
+            pairs = read_xnli_hub(self.hub_source, split, lang, limit)
+        unknown = {p["label"] for p in pairs} - set(self.label2id)
+        if unknown:
+            raise ValueError(f"{self.task} {split}/{lang} has labels {sorted(unknown)} not in task.labels={self.labels}")
+        return pairs
+
+    def _encode(self, stage: str, split: str, lang: str, limit: int | None) -> None:
+        if (stage, lang) in self.encoded:
+            return
+        pairs = self._pairs(split, lang, limit)
+        enc = self.tokenizer(
+            [p["premise"] for p in pairs],
+            [p["hypothesis"] for p in pairs],
+            truncation=True,
+            max_length=self.max_length,
+        )
+        self.encoded[(stage, lang)] = [
+            {key: values[i] for key, values in enc.items()} | {"labels": self.label2id[p["label"]]}
+            for i, p in enumerate(pairs)
+        ]
+        log.info("%s %s/%s: %d pairs", self.task, split, lang, len(pairs))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self._encode("train", self.train_split, self.train_lang, self.max_train_samples)
+            if self.data_dir and not self.notes:
+                n = self.num_train_samples
+                self.notes += [
+                    f"trained on XNLI {self.train_lang} dev ({n:,} pairs), not MultiNLI train: "
+                    "not the paper's setting",
+                    f"no validation scores: XNLI {self.train_lang} dev is the training data",
+                ]
+                log.warning("%s", "; ".join(self.notes))
+        if stage in (None, "fit", "validate"):
+            for lang in self.val_langs:
+                self._encode("val", "validation", lang, self.max_eval_samples)
+        if stage in (None, "test"):
+            for lang in self.eval_langs:
+                self._encode("test", "test", lang, self.max_eval_samples)
+
+    def _loader(self, rows: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            rows,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=DataCollatorWithPadding(self.tokenizer),
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.encoded[("train", self.train_lang)], self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.encoded[("val", lang)], self.eval_batch_size, False) for lang in self.val_langs]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.encoded[("test", lang)], self.eval_batch_size, False) for lang in self.eval_langs]

@@ -9,28 +9,10 @@ built from the runs' metrics.json files and written to experiments/results/bc5cd
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 from asg.results import write_json_atomic
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "experiments" / "results"
-
-
-def run_config(name: str, overrides: list[str], runs_dir: Path) -> dict | None:
-    out = runs_dir / name
-    cmd = [sys.executable, "run.py", *overrides, f"hydra.run.dir={out}"]
-    print("$", shlex.join(cmd), flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT)
-    metrics = out / "metrics.json"
-    if proc.returncode or not metrics.is_file():
-        print(f"{name} failed (exit {proc.returncode})", flush=True)
-        return None
-    return json.loads(metrics.read_text())
+from experiments.runner import RESULTS, command_line, run_config
 
 
 def table(rows: list[dict]) -> str:
@@ -88,7 +70,7 @@ def main() -> None:
             }
         rows.append(row)
 
-    command = "python -m experiments.bc5cdr_benchmark " + shlex.join(sys.argv[1:])
+    command = command_line("experiments.bc5cdr_benchmark")
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / "bc5cdr_minilm.json", {"command": command, "rows": rows})
     text = (

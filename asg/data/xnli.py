@@ -151,7 +151,9 @@ class XNLIDataModule(pl.LightningDataModule):
             pairs = read_xnli_hub(self.hub_source, split, lang, limit)
         unknown = {p["label"] for p in pairs} - set(self.label2id)
         if unknown:
-            raise ValueError(f"{self.task} {split}/{lang} has labels {sorted(unknown)} not in task.labels={self.labels}")
+            raise ValueError(
+                f"{self.task} {split}/{lang} has labels {sorted(unknown)} not in task.labels={self.labels}"
+            )
         return pairs
 
     def _encode(self, stage: str, split: str, lang: str, limit: int | None) -> None:
@@ -176,8 +178,7 @@ class XNLIDataModule(pl.LightningDataModule):
             if self.data_dir and not self.notes:
                 n = self.num_train_samples
                 self.notes += [
-                    f"trained on XNLI {self.train_lang} dev ({n:,} pairs), not MultiNLI train: "
-                    "not the paper's setting",
+                    f"trained on XNLI {self.train_lang} dev ({n:,} pairs), not MultiNLI train: not the paper's setting",
                     f"no validation scores: XNLI {self.train_lang} dev is the training data",
                 ]
                 log.warning("%s", "; ".join(self.notes))

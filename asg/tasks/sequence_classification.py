@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
 from asg.tasks.common import configure_adamw, log_language_scores, model_inputs
@@ -52,7 +53,7 @@ class SequenceClassificationModule(pl.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx)
 
-    def _score(self, stage: str, loaders: list) -> None:
+    def _score(self, stage: str, loaders: list[DataLoader]) -> None:
         datamodule = self.trainer.datamodule
         langs = datamodule.val_langs if stage == "val" else datamodule.eval_langs
         per_lang = {}
@@ -66,10 +67,10 @@ class SequenceClassificationModule(pl.LightningModule):
             self.scores.update(log_language_scores(self, stage, per_lang))
 
     def on_validation_epoch_end(self) -> None:
-        self._score("val", self.trainer.datamodule.val_dataloader())
+        self._score("val", self.trainer.val_dataloaders)
 
     def on_test_epoch_end(self) -> None:
-        self._score("test", self.trainer.datamodule.test_dataloader())
+        self._score("test", self.trainer.test_dataloaders)
 
     def configure_optimizers(self) -> dict:
         return configure_adamw(

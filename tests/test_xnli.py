@@ -1,0 +1,171 @@
+"""XNLI: local test labels joined by row, the Hub path, the pipeline per model family, a short real run."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import datasets
+import pytest
+
+from asg.data.xnli import XNLIDataModule, read_xnli_hub, read_xnli_local
+from tests.test_pipeline import make_cfg, tiny_run
+
+LANGS = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
+LABELS = ["entailment", "neutral", "contradiction"]
+
+
+def datamodule(tmp_path, tokenizer, *overrides: str) -> XNLIDataModule:
+    cfg = make_cfg(tmp_path, "task=xnli", *overrides)
+    return XNLIDataModule(tokenizer, **{k: v for k, v in cfg.task.datamodule.items() if not k.startswith("_")})
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_local_test_labels_join_by_row(shared_data, lang):
+    pairs = read_xnli_local(shared_data, "test", lang)
+    assert len(pairs) == 5010
+    assert Counter(p["label"] for p in pairs) == {label: 1670 for label in LABELS}
+    assert all(p["premise"] and p["hypothesis"] for p in pairs)
+
+
+def test_joined_labels_belong_to_the_english_rows(shared_data):
+    # Row 0 of the label file is this pair (its English columns), labelled contradiction.
+    first = read_xnli_local(shared_data, "test", "en")[0]
+    assert first["hypothesis"] == "I havent spoken to him again."
+    assert first["label"] == "contradiction"
+
+
+def test_local_dev_labels_are_parallel_across_languages(shared_data):
+    en = [p["label"] for p in read_xnli_local(shared_data, "validation", "en")]
+    assert len(en) == 2490 and Counter(en) == {label: 830 for label in LABELS}
+    assert [p["label"] for p in read_xnli_local(shared_data, "validation", "zh")] == en
+
+
+def test_test_label_row_count_mismatch_is_a_clear_error(tmp_path):
+    (tmp_path / "xnli" / "xtreme_format").mkdir(parents=True)
+    (tmp_path / "xnli" / "myxnli").mkdir()
+    (tmp_path / "xnli" / "xtreme_format" / "test-xx.tsv").write_text("p1\th1\np2\th2\n")
+    (tmp_path / "xnli" / "myxnli" / "my.genre.test.tsv").write_text(
+        "genre\tlabel\nslate\tneutral\nslate\tentailment\nslate\tcontradiction\n"
+    )
+    with pytest.raises(ValueError, match=r"cannot join XNLI test labels by row: .*test-xx.tsv has 2 rows .* 3 labels"):
+        read_xnli_local(tmp_path, "test", "xx")
+    with pytest.raises(ValueError, match="the MultiNLI train split is Hub-only"):
+        read_xnli_local(tmp_path, "train", "xx")
+
+
+def test_hub_rows_become_label_names(monkeypatch):
+    features = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=LABELS),
+        }
+    )
+    fake = datasets.Dataset.from_dict(
+        {"premise": ["Er schläft.", "Er schläft.", "Sie liest."], "hypothesis": ["a", "b", "c"], "label": [2, 0, 1]},
+        features=features,
+    )
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: calls.append((a, kw)) or fake)
+    pairs = read_xnli_hub("facebook/xnli", "test", "de", limit=2)
+    assert calls == [(("facebook/xnli", "de"), {"split": "test"})]
+    assert pairs == [
+        {"premise": "Er schläft.", "hypothesis": "a", "label": "contradiction"},
+        {"premise": "Er schläft.", "hypothesis": "b", "label": "entailment"},
+    ]
+
+
+def test_hub_datamodule_trains_on_multinli_and_validates_on_dev(monkeypatch, tmp_path, tiny_dirs):
+    from transformers import AutoTokenizer
+
+    features = datasets.Features(
+        {
+            "premise": datasets.Value("string"),
+            "hypothesis": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=LABELS),
+        }
+    )
+    calls = []
+
+    def fake_load(source, lang, split):
+        calls.append((source, lang, split))
+        return datasets.Dataset.from_dict(
+            {"premise": [f"{lang} {split}"] * 3, "hypothesis": ["h"] * 3, "label": [0, 1, 2]}, features=features
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    dm = datamodule(
+        tmp_path, AutoTokenizer.from_pretrained(tiny_dirs["mbert"]), "data.dir=null", "transfer.eval_langs=[de,sw]"
+    )
+    dm.setup()
+    assert calls == [
+        ("facebook/xnli", "en", "train"),
+        ("facebook/xnli", "en", "validation"),
+        ("facebook/xnli", "de", "test"),
+        ("facebook/xnli", "sw", "test"),
+    ]
+    assert (dm.val_langs, dm.notes, dm.num_train_samples) == (["en"], [], 3)
+    assert [row["labels"] for row in dm.encoded[("test", "sw")]] == [0, 1, 2]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 3 and "token_type_ids" in batch  # BERT pairs keep segment ids
+
+
+def test_local_zero_shot_offers_every_language_and_skips_validation(tmp_path, shared_data):
+    dm = datamodule(tmp_path, None, f"data.dir={shared_data}")
+    assert dm.train_lang == "en" and dm.eval_langs == ["en", *(lang for lang in LANGS if lang != "en")]
+    assert dm.val_langs == [] and dm.train_split == "validation"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["transfer.eval_langs=[de,xx]"], "no evaluation data for language.*xx; available: " + ", ".join(LANGS)),
+        (["transfer.train_lang=xx"], "no training data for transfer.train_lang='xx'; languages with training data: "),
+    ],
+)
+def test_unknown_language_lists_the_available_ones(tmp_path, shared_data, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        datamodule(tmp_path, None, f"data.dir={shared_data}", *overrides)
+
+
+@pytest.mark.parametrize("model", ["mbert", "xlmr"])
+def test_fast_dev_run_per_model_family(tmp_path, tiny_dirs, shared_data, model):
+    metrics = tiny_run(tmp_path, tiny_dirs, shared_data, model, "task=xnli", "transfer.eval_langs=[de,zh]")
+    assert metrics["steps"] == 1 and metrics["family"] == "sequence_classification"
+    scores = metrics["scores"]
+    assert set(scores) == {"test/de/accuracy", "test/zh/accuracy", "test/avg/accuracy"}  # no val on train rows
+    # 8 pairs per language: accuracy is a multiple of 12.5%, the average their mean.
+    assert all(0 <= v <= 100 and (v / 12.5) % 1 == 0 for k, v in scores.items() if "/avg/" not in k)
+    assert scores["test/avg/accuracy"] == pytest.approx((scores["test/de/accuracy"] + scores["test/zh/accuracy"]) / 2)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["train_samples"] == 8
+    assert on_disk["notes"][0] == "trained on XNLI en dev (8 pairs), not MultiNLI train: not the paper's setting"
+
+
+# Measured on 2 busy CPU cores (see the comment by the assertion): en dev 2,490 pairs, 1 epoch, m=32, k=1024.
+ACCURACY_THRESHOLD = 45.0
+
+
+@pytest.mark.slow
+def test_e5_small_asg_zero_shot_xnli(tmp_path, shared_data, e5_dir):
+    cfg = make_cfg(
+        tmp_path,
+        "model=e5_small",
+        f"model.name_or_path={e5_dir}",
+        "task=xnli",
+        f"data.dir={shared_data}",
+        "transfer.eval_langs=[en,de,zh]",
+        "data.max_eval_samples=300",
+        "asg.m=32",
+        "asg.k=1024",
+        "asg.sample_rows=32768",
+        "logger=none",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+    )
+    from asg.train import train
+
+    metrics = train(cfg)
+    assert metrics["compression"]["params_kept_pct"] == pytest.approx(100 * 1024 / 250037)
+    assert metrics["scores"]["test/avg/accuracy"] > ACCURACY_THRESHOLD, metrics["scores"]

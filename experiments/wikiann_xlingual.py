@@ -15,6 +15,10 @@ from asg.results import write_json_atomic
 from experiments.runner import RESULTS, command_line, run_config
 
 
+def _fmt(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.2f}"
+
+
 def table(base: dict | None, asg: dict | None) -> str:
     langs = (base or asg or {}).get("transfer", {}).get("eval_langs", [])
     lines = ["| language | baseline F1 | ASG F1 | ASG / baseline |", "|---|---|---|---|"]
@@ -22,8 +26,7 @@ def table(base: dict | None, asg: dict | None) -> str:
         b = base["scores"][f"test/{lang}/f1"] if base else None
         a = asg["scores"][f"test/{lang}/f1"] if asg else None
         rel = f"{100 * a / b:.1f}%" if a is not None and b else "n/a"
-        fmt = lambda v: "failed" if v is None else f"{v:.2f}"  # noqa: E731
-        lines.append(f"| {lang} | {fmt(b)} | {fmt(a)} | {rel} |")
+        lines.append(f"| {lang} | {_fmt(b)} | {_fmt(a)} | {rel} |")
     return "\n".join(lines)
 
 

@@ -57,7 +57,7 @@ def task_recipe(cfg: DictConfig) -> tuple[str, DictConfig, DictConfig]:
         recipe, family = task, task.family
     if recipe.get("datamodule") is None or recipe.get("module") is None:
         raise NotImplementedError(
-            f"task={task.name} ({family}) is not implemented yet; implemented tasks: bc5cdr, wikiann"
+            f"task={task.name} ({family}) is not implemented yet: conf/task/{task.name}.yaml has no datamodule/module"
         )
     return family, recipe.datamodule, recipe.module
 

@@ -31,10 +31,15 @@ def test_every_config_option_composes(tmp_path, group, option):
     assert cfg.task.name and cfg.model.name and cfg.asg.method in ("pq", "none")
 
 
-def test_paper_cell_composes_before_its_task_exists(tmp_path):
+def test_paper_cell_composes(tmp_path):
     cfg = make_cfg(tmp_path, "model=xlmr", "task=xquad", "asg.m=8")
     assert (cfg.model.name_or_path, cfg.asg.m, cfg.asg.k) == ("FacebookAI/xlm-roberta-base", 8, 1024)
-    with pytest.raises(NotImplementedError, match="task=xquad .* not implemented yet"):
+    assert cfg.task.datamodule._target_ == "asg.data.qa.QADataModule"
+
+
+def test_unimplemented_recipe_is_a_clear_error(tmp_path):
+    cfg = make_cfg(tmp_path, "task=xnli", "task.module=null")
+    with pytest.raises(NotImplementedError, match="task=xnli .* not implemented yet"):
         train(cfg)
 
 

@@ -41,7 +41,7 @@ def test_local_dev_labels_are_parallel_across_languages(shared_data):
     assert [p["label"] for p in read_xnli_local(shared_data, "validation", "zh")] == en
 
 
-def test_test_label_row_count_mismatch_is_a_clear_error(tmp_path):
+def test_bad_test_label_files_are_clear_errors(tmp_path):
     (tmp_path / "xnli" / "xtreme_format").mkdir(parents=True)
     (tmp_path / "xnli" / "myxnli").mkdir()
     (tmp_path / "xnli" / "xtreme_format" / "test-xx.tsv").write_text("p1\th1\np2\th2\n")
@@ -49,6 +49,9 @@ def test_test_label_row_count_mismatch_is_a_clear_error(tmp_path):
         "genre\tlabel\nslate\tneutral\nslate\tentailment\nslate\tcontradiction\n"
     )
     with pytest.raises(ValueError, match=r"cannot join XNLI test labels by row: .*test-xx.tsv has 2 rows .* 3 labels"):
+        read_xnli_local(tmp_path, "test", "xx")
+    (tmp_path / "xnli" / "myxnli" / "my.genre.test.tsv").write_text("slate\tneutral\nslate\tentailment\n")
+    with pytest.raises(ValueError, match="my.genre.test.tsv: expected a header row with a 'label' column"):
         read_xnli_local(tmp_path, "test", "xx")
     with pytest.raises(ValueError, match="the MultiNLI train split is Hub-only"):
         read_xnli_local(tmp_path, "train", "xx")
@@ -143,8 +146,11 @@ def test_fast_dev_run_per_model_family(tmp_path, tiny_dirs, shared_data, model):
     assert on_disk["notes"][0] == "trained on XNLI en dev (8 pairs), not MultiNLI train: not the paper's setting"
 
 
-# Measured on 2 busy CPU cores (see the comment by the assertion): en dev 2,490 pairs, 1 epoch, m=32, k=1024.
-ACCURACY_THRESHOLD = 45.0
+# Measured on 2 CPU cores shared with other jobs (load ~6), m=32 k=1024 (0.41% of the embedding), lr 1e-4,
+# first 1,024 pairs of XNLI en dev, 64 steps, 300 test pairs per language (900 in all; chance 33.3%, SE ~1.6):
+# average test accuracy 46.2 (en 47.0, de 45.7, zh 46.0) with seed=1, 9.5 min wall. Half the budget (512 pairs,
+# 32 steps, ~5 min) is a coin flip: 43.1 with seed=42 (dense asg=none: 43.3) but a constant class (33.3) with seed=1.
+ACCURACY_THRESHOLD = 40.0
 
 
 @pytest.mark.slow
@@ -156,10 +162,14 @@ def test_e5_small_asg_zero_shot_xnli(tmp_path, shared_data, e5_dir):
         "task=xnli",
         f"data.dir={shared_data}",
         "transfer.eval_langs=[en,de,zh]",
+        "data.max_train_samples=1024",
         "data.max_eval_samples=300",
         "asg.m=32",
         "asg.k=1024",
-        "asg.sample_rows=32768",
+        # k-means on 16k of the 250k rows, random init, 8 iterations: ~1 min instead of ~4.5 on busy cores
+        "asg.sample_rows=16384",
+        "asg.init=random",
+        "asg.iters=8",
         "logger=none",
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",
@@ -168,4 +178,6 @@ def test_e5_small_asg_zero_shot_xnli(tmp_path, shared_data, e5_dir):
 
     metrics = train(cfg)
     assert metrics["compression"]["params_kept_pct"] == pytest.approx(100 * 1024 / 250037)
+    assert metrics["train_samples"] == 1024 and metrics["steps"] == 64
+    assert metrics["notes"][0].startswith("trained on XNLI en dev (1,024 pairs)")
     assert metrics["scores"]["test/avg/accuracy"] > ACCURACY_THRESHOLD, metrics["scores"]

@@ -57,7 +57,7 @@ def save_tiny_bert(out: Path, minilm_dir: str) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=128,
+        max_position_embeddings=512,
     )
     BertForMaskedLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -82,7 +82,7 @@ def save_tiny_xlmr(out: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=160,
+        max_position_embeddings=514,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,

@@ -41,6 +41,8 @@ def _test_labels(root: Path) -> list[str]:
         raise FileNotFoundError(f"XNLI test files carry no labels; the gold labels are expected in {path}")
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if "label" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: expected a header row with a 'label' column, got {reader.fieldnames}")
         return [row["label"] for row in reader]
 
 

@@ -61,7 +61,8 @@ class SequenceClassificationModule(pl.LightningModule):
             correct, seen = self._counts[idx]
             if seen < len(loader.dataset):  # limit_*_batches or fast_dev_run: score what was seen, say so
                 log.warning("%s/%s: scored %d of %d pairs", stage, lang, seen, len(loader.dataset))
-            per_lang[lang] = {"accuracy": 100.0 * correct / max(seen, 1)}
+            if seen:
+                per_lang[lang] = {"accuracy": 100.0 * correct / seen}
         self._counts.clear()
         if per_lang:
             self.scores.update(log_language_scores(self, stage, per_lang))

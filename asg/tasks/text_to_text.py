@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedModel
 
+from asg.squad import qa_scores
 from asg.tasks.common import configure_adamw, log_language_scores, model_inputs
 
 
@@ -19,10 +20,8 @@ def accuracy(predictions: list[str], references: list[list[str]], lang: str) -> 
 
 
 def squad(predictions: list[str], references: list[list[str]], lang: str) -> dict[str, float]:
-    """SQuAD EM/F1 with the evaluation language's normalisation (per character for Chinese)."""
-    from asg.squad import squad_scores
-
-    return squad_scores(predictions, references, lang=lang)
+    """SQuAD EM/F1, and MLQA's language-aware variants (per character for Chinese), of generated answers."""
+    return qa_scores(predictions, [{"text": refs} for refs in references], lang)
 
 
 SCORERS = {"accuracy": accuracy, "squad": squad}

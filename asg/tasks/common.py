@@ -59,3 +59,41 @@ def log_language_scores(
 
 def model_inputs(batch: Mapping[str, torch.Tensor], keys: Iterable[str] = ("input_ids", "attention_mask")) -> dict:
     return {key: batch[key] for key in keys if key in batch}
+
+
+class TaskModule(pl.LightningModule):
+    """The plumbing every task module shares: the wrapped model, optimizer settings, scores, Lightning hooks.
+
+    Subclasses define `training_step`, `_eval_step(batch, dataloader_idx)` and `_score(stage)`.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        warmup_ratio: float,
+        codebook_lr_scale: float,
+    ) -> None:
+        super().__init__()
+        self.model = model.train()  # from_pretrained returns eval mode; dropout belongs in fine-tuning
+        self.optimizer_factory = optimizer
+        self.warmup_ratio, self.codebook_lr_scale = warmup_ratio, codebook_lr_scale
+        self.scores: dict[str, float] = {}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test")
+
+    def configure_optimizers(self) -> dict:
+        return configure_adamw(
+            self, self.optimizer_factory, warmup_ratio=self.warmup_ratio, codebook_lr_scale=self.codebook_lr_scale
+        )

@@ -6,18 +6,17 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedModel
 
 from asg.data.qa import MODEL_KEYS
 from asg.squad import best_answers, qa_scores
-from asg.tasks.common import configure_adamw, log_language_scores, model_inputs
+from asg.tasks.common import TaskModule, log_language_scores, model_inputs
 
 log = logging.getLogger(__name__)
 
 
-class QuestionAnsweringModule(pl.LightningModule):
+class QuestionAnsweringModule(TaskModule):
     """Fine-tunes a `*ForQuestionAnswering` model; scores answer text picked from all windows of each question.
 
     Per language it logs `exact_match` / `f1` (SQuAD v1.1's English normaliser, as XQuAD is reported) and
@@ -35,12 +34,8 @@ class QuestionAnsweringModule(pl.LightningModule):
         n_best: int = 20,
         max_answer_length: int = 30,
     ) -> None:
-        super().__init__()
-        self.model = model.train()  # from_pretrained returns eval mode; dropout belongs in fine-tuning
-        self.optimizer_factory = optimizer
-        self.warmup_ratio, self.codebook_lr_scale = warmup_ratio, codebook_lr_scale
+        super().__init__(model, optimizer=optimizer, warmup_ratio=warmup_ratio, codebook_lr_scale=codebook_lr_scale)
         self.n_best, self.max_answer_length = n_best, max_answer_length
-        self.scores: dict[str, float] = {}
         # dataloader index -> feature index -> (start logits, end logits), each (T,)
         self._logits: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = defaultdict(dict)
 
@@ -58,12 +53,6 @@ class QuestionAnsweringModule(pl.LightningModule):
         starts, ends = out.start_logits.float().cpu(), out.end_logits.float().cpu()  # (B, T)
         for row, index in enumerate(batch["feature_index"].tolist()):
             self._logits[dataloader_idx][index] = (starts[row], ends[row])
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
 
     def _score(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -92,17 +81,3 @@ class QuestionAnsweringModule(pl.LightningModule):
             per_lang[lang] = qa_scores(predictions, answers, lang)
         self._logits.clear()
         self.scores.update(log_language_scores(self, stage, per_lang))
-
-    def on_validation_epoch_end(self) -> None:
-        self._score("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._score("test")
-
-    def configure_optimizers(self) -> dict:
-        return configure_adamw(
-            self,
-            self.optimizer_factory,
-            warmup_ratio=self.warmup_ratio,
-            codebook_lr_scale=self.codebook_lr_scale,
-        )

@@ -6,19 +6,17 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from asg.tasks.common import configure_adamw, log_language_scores, model_inputs
+from asg.tasks.common import TaskModule, log_language_scores, model_inputs
 
 log = logging.getLogger(__name__)
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # BERT tokenizers add segment ids for pairs
 
 
-class SequenceClassificationModule(pl.LightningModule):
+class SequenceClassificationModule(TaskModule):
     """Fine-tunes a `*ForSequenceClassification` model; accuracy in percent per evaluation language."""
 
     def __init__(
@@ -29,11 +27,7 @@ class SequenceClassificationModule(pl.LightningModule):
         warmup_ratio: float = 0.1,
         codebook_lr_scale: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.model = model.train()  # from_pretrained returns eval mode; dropout belongs in fine-tuning
-        self.optimizer_factory = optimizer
-        self.warmup_ratio, self.codebook_lr_scale = warmup_ratio, codebook_lr_scale
-        self.scores: dict[str, float] = {}
+        super().__init__(model, optimizer=optimizer, warmup_ratio=warmup_ratio, codebook_lr_scale=codebook_lr_scale)
         self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # dataloader -> [correct, seen]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -47,13 +41,8 @@ class SequenceClassificationModule(pl.LightningModule):
         counts[0] += int((logits.argmax(-1) == batch["labels"]).sum())
         counts[1] += len(batch["labels"])
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def _score(self, stage: str, loaders: list[DataLoader]) -> None:
+    def _score(self, stage: str) -> None:
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
         datamodule = self.trainer.datamodule
         langs = datamodule.val_langs if stage == "val" else datamodule.eval_langs
         per_lang = {}
@@ -66,17 +55,3 @@ class SequenceClassificationModule(pl.LightningModule):
         self._counts.clear()
         if per_lang:
             self.scores.update(log_language_scores(self, stage, per_lang))
-
-    def on_validation_epoch_end(self) -> None:
-        self._score("val", self.trainer.val_dataloaders)
-
-    def on_test_epoch_end(self) -> None:
-        self._score("test", self.trainer.test_dataloaders)
-
-    def configure_optimizers(self) -> dict:
-        return configure_adamw(
-            self,
-            self.optimizer_factory,
-            warmup_ratio=self.warmup_ratio,
-            codebook_lr_scale=self.codebook_lr_scale,
-        )

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedModel
 
 from asg.squad import qa_scores
-from asg.tasks.common import configure_adamw, log_language_scores, model_inputs
+from asg.tasks.common import TaskModule, log_language_scores, model_inputs
 
 
 def accuracy(predictions: list[str], references: list[list[str]], lang: str) -> dict[str, float]:
@@ -27,7 +26,7 @@ def squad(predictions: list[str], references: list[list[str]], lang: str) -> dic
 SCORERS = {"accuracy": accuracy, "squad": squad}
 
 
-class TextToTextModule(pl.LightningModule):
+class TextToTextModule(TaskModule):
     """Fine-tunes a `*ForConditionalGeneration` model on (source, target) text pairs; scores generated text."""
 
     def __init__(
@@ -41,15 +40,11 @@ class TextToTextModule(pl.LightningModule):
         max_new_tokens: int = 32,
         num_beams: int = 1,
     ) -> None:
-        super().__init__()
+        super().__init__(model, optimizer=optimizer, warmup_ratio=warmup_ratio, codebook_lr_scale=codebook_lr_scale)
         if scorer not in SCORERS:
             raise ValueError(f"scorer={scorer!r} is unknown; choose one of {', '.join(SCORERS)}")
-        self.model = model.train()
-        self.optimizer_factory = optimizer
-        self.warmup_ratio, self.codebook_lr_scale = warmup_ratio, codebook_lr_scale
         self.scorer = SCORERS[scorer]
         self.generation = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False}
-        self.scores: dict[str, float] = {}
         self._outputs: dict[int, list[tuple[list[int], list[str]]]] = defaultdict(list)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -62,12 +57,6 @@ class TextToTextModule(pl.LightningModule):
         texts = self.trainer.datamodule.tokenizer.batch_decode(generated, skip_special_tokens=True)
         self._outputs[dataloader_idx].append((batch["example_id"].tolist(), texts))
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
     def _score(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         langs = datamodule.val_langs if stage == "val" else datamodule.eval_langs
@@ -78,14 +67,3 @@ class TextToTextModule(pl.LightningModule):
             per_lang[lang] = self.scorer([t for _, t in seen], [references[i] for i, _ in seen], lang)
         self._outputs.clear()
         self.scores.update(log_language_scores(self, stage, per_lang))
-
-    def on_validation_epoch_end(self) -> None:
-        self._score("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._score("test")
-
-    def configure_optimizers(self) -> dict:
-        return configure_adamw(
-            self, self.optimizer_factory, warmup_ratio=self.warmup_ratio, codebook_lr_scale=self.codebook_lr_scale
-        )

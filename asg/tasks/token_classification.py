@@ -6,17 +6,16 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
-import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedModel
 
 from asg.metrics import ner_scores, word_predictions
-from asg.tasks.common import configure_adamw, log_language_scores, model_inputs
+from asg.tasks.common import TaskModule, log_language_scores, model_inputs
 
 log = logging.getLogger(__name__)
 
 
-class TokenClassificationModule(pl.LightningModule):
+class TokenClassificationModule(TaskModule):
     """Fine-tunes a `*ForTokenClassification` model; scores whole words against the untruncated gold tags."""
 
     def __init__(
@@ -27,12 +26,8 @@ class TokenClassificationModule(pl.LightningModule):
         warmup_ratio: float = 0.1,
         codebook_lr_scale: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.model = model.train()  # from_pretrained returns eval mode; dropout belongs in fine-tuning
-        self.optimizer_factory = optimizer
-        self.warmup_ratio, self.codebook_lr_scale = warmup_ratio, codebook_lr_scale
+        super().__init__(model, optimizer=optimizer, warmup_ratio=warmup_ratio, codebook_lr_scale=codebook_lr_scale)
         self.id2label = {int(i): label for i, label in model.config.id2label.items()}
-        self.scores: dict[str, float] = {}
         self._outputs: dict[int, list[tuple[torch.Tensor, ...]]] = defaultdict(list)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -45,12 +40,6 @@ class TokenClassificationModule(pl.LightningModule):
         self._outputs[dataloader_idx].append(
             (batch["example_id"].cpu(), logits.argmax(-1).cpu(), batch["word_index"].cpu())
         )
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
 
     def _score(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -71,17 +60,3 @@ class TokenClassificationModule(pl.LightningModule):
             per_lang[lang] = ner_scores([gold[i] for i in done], [pred[i] for i in done])
         self._outputs.clear()
         self.scores.update(log_language_scores(self, stage, per_lang))
-
-    def on_validation_epoch_end(self) -> None:
-        self._score("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._score("test")
-
-    def configure_optimizers(self) -> dict:
-        return configure_adamw(
-            self,
-            self.optimizer_factory,
-            warmup_ratio=self.warmup_ratio,
-            codebook_lr_scale=self.codebook_lr_scale,
-        )

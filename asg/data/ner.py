@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from asg.data import conll
+from asg.data.loaders import LanguageDataModule
 from asg.transfer import resolve_languages
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ class PadCollator:
         return dict(batch)
 
 
-class NERDataModule(pl.LightningDataModule):
+class NERDataModule(LanguageDataModule):
     """WikiANN or BC5CDR from a local release folder (`data_dir`) or the Hub (`data_dir=None`)."""
 
     def __init__(
@@ -150,20 +149,5 @@ class NERDataModule(pl.LightningDataModule):
             for lang in self.eval_langs:
                 self._encode("test", "test", lang, self.max_eval_samples)
 
-    def _loader(self, rows: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            rows,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=PadCollator(self.tokenizer),
-            num_workers=self.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.encoded[("train", self.train_lang)], self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.encoded[("val", lang)], self.eval_batch_size, False) for lang in self.val_langs]
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.encoded[("test", lang)], self.eval_batch_size, False) for lang in self.eval_langs]
+    def collator(self) -> Callable[[list[dict[str, Any]]], dict]:
+        return PadCollator(self.tokenizer)

@@ -6,16 +6,15 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from asg.data.conll import task_dir
+from asg.data.loaders import LanguageDataModule
 from asg.transfer import resolve_languages
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,7 @@ def _local_languages(root: Path, pattern: str) -> list[str]:
     return sorted(m["lang"] for m in found if m)
 
 
-class QADataModule(pl.LightningDataModule):
+class QADataModule(LanguageDataModule):
     """Train on English extractive QA, evaluate zero-shot per language (XQuAD by default).
 
     Local data (`data_dir`): TyDiQA-GoldP en train stands in for SQuAD v1.1, which no offline copy holds; its
@@ -251,20 +250,8 @@ class QADataModule(pl.LightningDataModule):
                 if ("test", lang) not in self.examples:
                     self._store("test", lang, self._test(lang), self.max_eval_samples)
 
-    def _loader(self, rows: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            rows,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=QACollator(self.tokenizer),
-            num_workers=self.num_workers,
-        )
+    def collator(self) -> Callable[[list[dict[str, Any]]], dict]:
+        return QACollator(self.tokenizer)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.features[("train", self.train_lang)], self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.features[("val", lang)], self.eval_batch_size, False) for lang in self.val_langs]
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.features[("test", lang)], self.eval_batch_size, False) for lang in self.eval_langs]
+    def _rows(self, stage: str, lang: str) -> list[dict[str, Any]]:
+        return self.features[(stage, lang)]

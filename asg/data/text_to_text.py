@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from asg.data.qa import QADataModule
@@ -87,14 +86,8 @@ class XNLITextDataModule(XNLIDataModule):
         )
         self.references[(stage, lang)] = [[t] for t in targets]
 
-    def _loader(self, rows: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            rows,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=Seq2SeqCollator(self.tokenizer),
-            num_workers=self.num_workers,
-        )
+    def collator(self) -> Seq2SeqCollator:
+        return Seq2SeqCollator(self.tokenizer)
 
 
 class QATextDataModule(QADataModule):
@@ -117,11 +110,5 @@ class QATextDataModule(QADataModule):
         )
         self.references[(stage, lang)] = [list(e["answers"]["text"]) for e in examples]
 
-    def _loader(self, rows: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            rows,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=Seq2SeqCollator(self.tokenizer),
-            num_workers=self.num_workers,
-        )
+    def collator(self) -> Seq2SeqCollator:
+        return Seq2SeqCollator(self.tokenizer)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from asg.data.conll import task_dir
+from asg.data.loaders import LanguageDataModule
 from asg.transfer import resolve_languages
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ def read_xnli_hub(source: str, split: str, lang: str, limit: int | None = None) 
     return [{"premise": r["premise"], "hypothesis": r["hypothesis"], "label": names[r["label"]]} for r in dataset]
 
 
-class XNLIDataModule(pl.LightningDataModule):
+class XNLIDataModule(LanguageDataModule):
     """XNLI from a local data dir (`data_dir`) or the Hub (`data_dir=None`), one evaluation loader per language.
 
     The Hub has MultiNLI train for every language (the paper's setting). Offline there is none: the model trains
@@ -191,20 +190,5 @@ class XNLIDataModule(pl.LightningDataModule):
             for lang in self.eval_langs:
                 self._encode("test", "test", lang, self.max_eval_samples)
 
-    def _loader(self, rows: list[dict[str, Any]], batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            rows,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=DataCollatorWithPadding(self.tokenizer),
-            num_workers=self.num_workers,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.encoded[("train", self.train_lang)], self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.encoded[("val", lang)], self.eval_batch_size, False) for lang in self.val_langs]
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.encoded[("test", lang)], self.eval_batch_size, False) for lang in self.eval_langs]
+    def collator(self) -> Callable[[list[dict[str, Any]]], dict]:
+        return DataCollatorWithPadding(self.tokenizer)

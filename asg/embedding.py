@@ -1,4 +1,4 @@
-"""ASG embedding: a drop-in for nn.Embedding whose rows are rebuilt from m shared codebooks."""
+"""Compressed input embeddings: the shared interface, and ASG's drop-in for nn.Embedding built from m codebooks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,34 @@ from torch import Tensor, nn
 from asg.quantize import product_quantize, reconstruct, smallest_code_dtype
 
 
-class ASGEmbedding(nn.Module):
+class CompressedEmbedding(nn.Module):
+    """What the pipeline needs of any compressed embedding (ASG and the baselines).
+
+    `forward` maps ids (...) to vectors (..., d); `dense_weight` is the (V, d) matrix it stands for, differentiable
+    in its trainable tensors; `stats` is its parameter and byte accounting; `spec` is a JSON-able description from
+    which `from_spec` builds an empty module of the same shapes, so a saved state dict can be loaded into it.
+    All trainable tensors of a compressed embedding get `asg.codebook_lr_scale`.
+    """
+
+    method: str = ""
+    num_embeddings: int
+    embedding_dim: int
+
+    def dense_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> CompressedEmbedding:
+        raise NotImplementedError
+
+
+class ASGEmbedding(CompressedEmbedding):
     """Token vectors as concatenations of m trainable centroids picked by fixed codes.
 
     Only the codebooks (m, k, s) are trained; the codes (V, m) are a buffer in the
@@ -19,6 +46,8 @@ class ASGEmbedding(nn.Module):
     with nn.Embedding: the padding token's centroids are shared with other tokens,
     so its vector is not frozen.
     """
+
+    method = "pq"
 
     def __init__(
         self,
@@ -107,6 +136,30 @@ class ASGEmbedding(nn.Module):
             "rel_error": self.rel_error,
             "code_dtype": str(self.codes.dtype),
         }
+
+    def spec(self) -> dict[str, Any]:
+        m, k, s = self.codebooks.shape
+        return {
+            "method": self.method,
+            "num_embeddings": self.num_embeddings,
+            "m": m,
+            "k": k,
+            "sub_dim": s,
+            "padding_idx": self.padding_idx,
+            "rel_error": self.rel_error,
+            "source_dtype": str(self.source_dtype).removeprefix("torch."),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> ASGEmbedding:
+        m, k, s = spec["m"], spec["k"], spec["sub_dim"]
+        return cls(
+            torch.zeros(spec["num_embeddings"], m, dtype=torch.long),
+            torch.zeros(m, k, s),
+            padding_idx=spec["padding_idx"],
+            rel_error=spec["rel_error"],
+            source_dtype=getattr(torch, spec["source_dtype"]),
+        )
 
     def extra_repr(self) -> str:
         text = f"{self.num_embeddings}, {self.embedding_dim}, m={self.m}, k={self.k}"

@@ -1,9 +1,10 @@
-"""Swap a transformers model's input embedding (and optionally its output head) for ASG modules."""
+"""Swap a transformers model's input embedding (and optionally its output head) for compressed modules."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -11,15 +12,16 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from asg.embedding import ASGEmbedding
+from asg.embedding import CompressedEmbedding
+from asg.methods import get_method
 
 log = logging.getLogger(__name__)
 
 
 class ASGOutputHead(nn.Module):
-    """An output projection whose (V, d) weight is rebuilt from an ASG embedding's codebooks."""
+    """An output projection whose (V, d) weight is rebuilt from a compressed embedding (ASG's codebooks)."""
 
-    def __init__(self, embedding: ASGEmbedding, bias: torch.Tensor | None = None) -> None:
+    def __init__(self, embedding: CompressedEmbedding, bias: torch.Tensor | None = None) -> None:
         super().__init__()
         self.embedding = embedding
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
@@ -40,47 +42,112 @@ def _heads_tied(model: PreTrainedModel) -> bool:
     return head.weight is embedding.weight or head.weight.data_ptr() == embedding.weight.data_ptr()
 
 
-def apply_asg(
-    model: PreTrainedModel, *, m: int, k: int, compress_head: bool = False, **pq_kwargs: Any
+def fit_compression(
+    model: PreTrainedModel, settings: Mapping[str, Any]
+) -> tuple[CompressedEmbedding, CompressedEmbedding | None]:
+    """Fit the compressed input embedding (and the untied head's, if `compress_head`): the expensive part.
+
+    `settings` are a method's resolved settings (`asg.methods`); nothing in the model changes here, so in
+    distributed training one rank fits and the others receive the modules.
+    """
+    dense = model.get_input_embeddings()
+    if not isinstance(dense, nn.Embedding):
+        raise TypeError(f"expected a dense nn.Embedding as input embedding, found {type(dense).__name__}")
+    method = get_method(settings["method"])
+    start = time.perf_counter()
+    embedding = method.build(dense.weight.detach(), settings, dense.padding_idx)
+    embedding.fit_seconds = time.perf_counter() - start
+    head = model.get_output_embeddings()
+    head_embedding = None
+    if head is not None and not _heads_tied(model) and settings.get("compress_head"):
+        head_embedding = method.build(head.weight.detach(), settings, None)
+    return embedding, head_embedding
+
+
+def install(
+    model: PreTrainedModel, embedding: CompressedEmbedding, head_embedding: CompressedEmbedding | None = None
 ) -> dict[str, Any]:
-    """Replace the model's input embedding by its ASG compression, in place; return the statistics.
+    """Put fitted modules into the model, in place; return the compression statistics.
 
     The new module goes in through `set_input_embeddings`, so models that share one embedding across
     encoder and decoder (mT5) keep sharing it. A head tied to the input embedding is rebuilt from the same
-    codebooks; an untied head (mT5's lm_head) is compressed with its own codebooks only if `compress_head`.
+    trainable tensors; an untied head (mT5's lm_head) is replaced only when `head_embedding` is given.
     """
     dense = model.get_input_embeddings()
     if not isinstance(dense, nn.Embedding):
         raise TypeError(f"expected a dense nn.Embedding as input embedding, found {type(dense).__name__}")
     tied = _heads_tied(model)
-    start = time.perf_counter()
-    asg = ASGEmbedding.from_embedding(dense, m=m, k=k, **pq_kwargs)
-    fit_seconds = time.perf_counter() - start
-    asg.to(dense.weight.device)
-    model.set_input_embeddings(asg)
-    stats: dict[str, Any] = {"method": "pq", **asg.stats(), "fit_seconds": round(fit_seconds, 3)}
+    device = dense.weight.device
+    model.set_input_embeddings(embedding.to(device))
+    stats: dict[str, Any] = {"method": embedding.method, **embedding.stats()}
+    if getattr(embedding, "fit_seconds", None) is not None:
+        stats["fit_seconds"] = round(embedding.fit_seconds, 3)
     head = model.get_output_embeddings()
     if tied:
-        model.set_output_embeddings(ASGOutputHead(asg, getattr(head, "bias", None)))
+        model.set_output_embeddings(ASGOutputHead(embedding, getattr(head, "bias", None)))
         model.config.tie_word_embeddings = False  # the sharing now lives inside ASGOutputHead
         stats["head"] = "tied"
-    elif head is not None and compress_head:
-        head_asg = ASGEmbedding.from_embedding(head.weight, m=m, k=k, **pq_kwargs)
-        model.set_output_embeddings(ASGOutputHead(head_asg.to(head.weight.device), head.bias))
+    elif head is not None and head_embedding is not None:
+        model.set_output_embeddings(ASGOutputHead(head_embedding.to(device), head.bias))
         stats["head"] = "compressed"
-        stats["head_stats"] = head_asg.stats()
+        stats["head_stats"] = head_embedding.stats()
     else:
         stats["head"] = "dense" if head is not None else "none"
     log.info(
-        "ASG m=%d k=%d: kept %.3f%% of embedding parameters, %.3f%% of bytes, relative error %.4f (%.1fs)",
-        m,
-        k,
+        "%s: kept %.3f%% of embedding parameters, %.3f%% of bytes, relative error %.4f",
+        embedding.method,
         stats["params_kept_pct"],
         stats["bytes_kept_pct"],
         stats["rel_error"],
-        fit_seconds,
     )
     return stats
+
+
+def compress_model(
+    model: PreTrainedModel,
+    asg_cfg: Mapping[str, Any],
+    *,
+    rank: int = 0,
+    broadcast: Callable[[Any], Any] | None = None,
+) -> dict[str, Any]:
+    """Compress the model per the `asg` config; return the statistics (the settings under `settings`).
+
+    In distributed training pass the strategy's rank and `broadcast`: only rank 0 fits, every rank installs
+    the same modules, so all ranks start from identical codebooks.
+    """
+    if asg_cfg["method"] == "none":
+        return dense_stats(model)
+    hidden, vocab = model.get_input_embeddings().weight.shape[1], model.get_input_embeddings().weight.shape[0]
+    settings = get_method(asg_cfg["method"]).resolve(asg_cfg, vocab, hidden)
+    fitted = fit_compression(model, settings) if rank == 0 else None
+    if broadcast is not None:
+        fitted = broadcast(fitted)
+    stats = install(model, *fitted)
+    return stats | {"settings": {key: value for key, value in settings.items() if _plain(value)}}
+
+
+def compressed_specs(model: PreTrainedModel) -> dict[str, dict[str, Any]]:
+    """Specs of the compressed input embedding and head, keyed `input` / `head` (empty for a dense model)."""
+    specs = {}
+    if isinstance(model.get_input_embeddings(), CompressedEmbedding):
+        specs["input"] = model.get_input_embeddings().spec()
+    head = model.get_output_embeddings()
+    if isinstance(head, ASGOutputHead):
+        specs["head"] = {"tied": head.embedding is model.get_input_embeddings(), **head.embedding.spec()}
+        specs["head"]["bias"] = head.bias is not None
+    return specs
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def apply_asg(
+    model: PreTrainedModel, *, m: int, k: int, compress_head: bool = False, **pq_kwargs: Any
+) -> dict[str, Any]:
+    """ASG (product quantization) with explicit settings: fit and install in one call."""
+    settings = {"method": "pq", "m": m, "k": k, "compress_head": compress_head, "progress": False, **pq_kwargs}
+    return install(model, *fit_compression(model, settings))
 
 
 def dense_stats(model: PreTrainedModel) -> dict[str, Any]:

@@ -12,39 +12,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from asg.loggers import finish_wandb
+from asg.methods import get_method
 from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, resolve_name_or_path
-from asg.quantize import check_shape
 from asg.results import environment, write_json_atomic
-from asg.surgery import apply_asg, dense_stats
 
 log = logging.getLogger(__name__)
 
-METHODS = ("pq", "none")
-
-
 def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
-    """Fail before any data is read when the ASG settings cannot fit this model."""
-    if asg_cfg.method not in METHODS:
-        raise ValueError(f"asg.method={asg_cfg.method!r} is unknown; choose one of {', '.join(METHODS)}")
+    """Fail before any data is read when the compression settings cannot fit this model."""
     if asg_cfg.method == "none":
         return
-    check_shape(vocab, hidden, m=asg_cfg.m, k=asg_cfg.k)
-
-
-def compress(model: pl.LightningModule, asg_cfg: DictConfig) -> dict[str, Any]:
-    if asg_cfg.method == "none":
-        return dense_stats(model)
-    return apply_asg(
-        model,
-        m=asg_cfg.m,
-        k=asg_cfg.k,
-        compress_head=asg_cfg.compress_head,
-        iters=asg_cfg.iters,
-        init=asg_cfg.init,
-        seed=asg_cfg.seed,
-        sample_rows=asg_cfg.sample_rows,
-        progress=True,
-    )
+    get_method(asg_cfg.method).resolve(OmegaConf.to_container(asg_cfg, resolve=True), vocab, hidden)
 
 
 def task_recipe(cfg: DictConfig) -> tuple[str, DictConfig, DictConfig]:
@@ -88,22 +66,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(datamodule_cfg)(tokenizer)
     labels = list(task.labels) if family in ("token_classification", "sequence_classification") else None
     model = load_model(name_or_path, family, labels=labels)
-    compression = compress(model, cfg.asg)
     module = instantiate(module_cfg)(
         model,
         optimizer=instantiate(cfg.optimizer),
         warmup_ratio=cfg.scheduler.warmup_ratio,
         codebook_lr_scale=cfg.asg.codebook_lr_scale,
+        asg=OmegaConf.to_container(cfg.asg, resolve=True),
     )
     loggers = [instantiate(cfg.logger)] if cfg.get("logger") else []
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True) | {"compression": compression})
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     failed = True
     try:
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         train_seconds = time.perf_counter() - fit_started
+        for logger in loggers:
+            logger.log_hyperparams({"compression": module.compression})
         trainer.test(module, datamodule=datamodule)
         failed = False
     finally:
@@ -116,6 +96,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "model": cfg.model.name,
         "model_label": cfg.model.label,
         "name_or_path": name_or_path,
+        "seed": cfg.seed,
+        "metric": task.metric,
         "data": cfg.data.dir or "hub",
         "transfer": {
             "name": cfg.transfer.name,
@@ -123,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "eval_langs": datamodule.eval_langs,
         },
         "asg": OmegaConf.to_container(cfg.asg, resolve=True),
-        "compression": compression,
+        "compression": module.compression,
         "scores": {name: float(value) for name, value in module.scores.items()},
         "train_samples": datamodule.num_train_samples,
         # Where the setting departs from the paper's (e.g. offline training data), said next to the scores.

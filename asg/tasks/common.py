@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from transformers import get_linear_schedule_with_warmup
+
+from asg.embedding import CompressedEmbedding
+from asg.surgery import compress_model, compressed_specs
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
 
@@ -14,13 +18,16 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
 def parameter_groups(
     model: torch.nn.Module, *, lr: float, weight_decay: float, codebook_lr_scale: float = 1.0
 ) -> list[dict]:
-    """AdamW groups: no decay on biases and norms; ASG codebooks get their own learning rate."""
+    """AdamW groups: no decay on biases and norms; compressed embeddings (codebooks) get their own learning rate."""
+    compressed = {
+        id(p) for module in model.modules() if isinstance(module, CompressedEmbedding) for p in module.parameters()
+    }
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = 0.0 if any(key in name for key in NO_DECAY) else weight_decay
-        group_lr = lr * codebook_lr_scale if name.endswith("codebooks") else lr
+        group_lr = lr * codebook_lr_scale if id(param) in compressed else lr
         groups.setdefault((group_lr, decay), []).append(param)
     return [{"params": params, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), params in groups.items()]
 
@@ -74,12 +81,35 @@ class TaskModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         warmup_ratio: float,
         codebook_lr_scale: float,
+        asg: Mapping[str, Any] | None = None,  # the `asg` config; None leaves the model as it is
     ) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode; dropout belongs in fine-tuning
         self.optimizer_factory = optimizer
         self.warmup_ratio, self.codebook_lr_scale = warmup_ratio, codebook_lr_scale
+        self.asg_cfg = asg
+        self.compression: dict[str, Any] = {}
         self.scores: dict[str, float] = {}
+
+    def configure_model(self) -> None:
+        # Lightning calls this after the process group is up and before DDP wraps the model, the optimizer is
+        # built or a checkpoint is restored: rank 0 fits the compression once and every rank installs it.
+        if self.compression or self.asg_cfg is None:
+            return
+        distributed = self.trainer.world_size > 1
+        self.compression = compress_model(
+            self.model,
+            self.asg_cfg,
+            rank=self.trainer.global_rank,
+            broadcast=self.trainer.strategy.broadcast if distributed else None,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # what `asg.export` needs to rebuild the compressed modules' shapes before loading the weights
+        checkpoint["asg_compression"] = {
+            "stats": self.compression,
+            "specs": compressed_specs(self.model),
+        }
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -28,13 +28,11 @@ class QuestionAnsweringModule(TaskModule):
         self,
         model: PreTrainedModel,
         *,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        warmup_ratio: float = 0.1,
-        codebook_lr_scale: float = 1.0,
         n_best: int = 20,
         max_answer_length: int = 30,
+        **common: Any,  # TaskModule settings: optimizer, warmup_ratio, codebook_lr_scale, asg
     ) -> None:
-        super().__init__(model, optimizer=optimizer, warmup_ratio=warmup_ratio, codebook_lr_scale=codebook_lr_scale)
+        super().__init__(model, **common)
         self.n_best, self.max_answer_length = n_best, max_answer_length
         # dataloader index -> feature index -> (start logits, end logits), each (T,)
         self._logits: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = defaultdict(dict)

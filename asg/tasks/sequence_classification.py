@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -22,12 +22,9 @@ class SequenceClassificationModule(TaskModule):
     def __init__(
         self,
         model: PreTrainedModel,
-        *,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        warmup_ratio: float = 0.1,
-        codebook_lr_scale: float = 1.0,
+        **common: Any,  # TaskModule settings: optimizer, warmup_ratio, codebook_lr_scale, asg
     ) -> None:
-        super().__init__(model, optimizer=optimizer, warmup_ratio=warmup_ratio, codebook_lr_scale=codebook_lr_scale)
+        super().__init__(model, **common)
         self._counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # dataloader -> [correct, seen]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -33,14 +33,12 @@ class TextToTextModule(TaskModule):
         self,
         model: PreTrainedModel,
         *,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        warmup_ratio: float = 0.1,
-        codebook_lr_scale: float = 1.0,
         scorer: str = "accuracy",
         max_new_tokens: int = 32,
         num_beams: int = 1,
+        **common: Any,  # TaskModule settings: optimizer, warmup_ratio, codebook_lr_scale, asg
     ) -> None:
-        super().__init__(model, optimizer=optimizer, warmup_ratio=warmup_ratio, codebook_lr_scale=codebook_lr_scale)
+        super().__init__(model, **common)
         if scorer not in SCORERS:
             raise ValueError(f"scorer={scorer!r} is unknown; choose one of {', '.join(SCORERS)}")
         self.scorer = SCORERS[scorer]

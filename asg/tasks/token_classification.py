@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -21,12 +21,9 @@ class TokenClassificationModule(TaskModule):
     def __init__(
         self,
         model: PreTrainedModel,
-        *,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        warmup_ratio: float = 0.1,
-        codebook_lr_scale: float = 1.0,
+        **common: Any,  # TaskModule settings: optimizer, warmup_ratio, codebook_lr_scale, asg
     ) -> None:
-        super().__init__(model, optimizer=optimizer, warmup_ratio=warmup_ratio, codebook_lr_scale=codebook_lr_scale)
+        super().__init__(model, **common)
         self.id2label = {int(i): label for i, label in model.config.id2label.items()}
         self._outputs: dict[int, list[tuple[torch.Tensor, ...]]] = defaultdict(list)
 

@@ -1,0 +1,1 @@
+"""Baselines ASG is compared with at equal budgets, registered as `asg.method=...`."""

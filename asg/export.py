@@ -34,7 +34,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from asg.embedding import CompressedEmbedding
 from asg.models import AUTO_CLASSES
-from asg.surgery import ASGOutputHead, _heads_tied, compressed_specs, install
+from asg.surgery import ASGOutputHead, compressed_specs, heads_tied, install
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -91,7 +91,7 @@ def _tied_head(model: PreTrainedModel) -> bool:
     if isinstance(head, ASGOutputHead):
         return head.embedding is model.get_input_embeddings()
     # a dense head cannot share weights with a compressed input embedding
-    return not isinstance(model.get_input_embeddings(), CompressedEmbedding) and _heads_tied(model)
+    return not isinstance(model.get_input_embeddings(), CompressedEmbedding) and heads_tied(model)
 
 
 def size_accounting(model: PreTrainedModel) -> dict[str, int]:
@@ -179,7 +179,7 @@ def load_compressed(path: str | Path) -> PreTrainedModel:
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     model = _model_class(meta["architecture"])(config)
     head = model.get_output_embeddings()
-    if head is not None and not meta["tied_head"] and _heads_tied(model):
+    if head is not None and not meta["tied_head"] and heads_tied(model):
         # the config may force tying (transformers 5 ties mT5 always) while the saved head had weights of its own
         head.weight = nn.Parameter(head.weight.detach().clone())
     install_specs(model, meta["specs"])

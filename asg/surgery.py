@@ -34,11 +34,16 @@ class ASGOutputHead(nn.Module):
         return F.linear(hidden, self.weight.to(hidden.dtype), self.bias)
 
 
-def _heads_tied(model: PreTrainedModel) -> bool:
+def heads_tied(model: PreTrainedModel) -> bool:
+    """Whether the output head shares its weight with the input embedding (dense or compressed)."""
     head = model.get_output_embeddings()
     if head is None:
         return False
     embedding = model.get_input_embeddings()
+    if isinstance(head, ASGOutputHead):  # already compressed: tied when it reads the input's codebooks
+        return head.embedding is embedding
+    if not isinstance(embedding, nn.Embedding):  # a compressed input with a dense head
+        return False
     return head.weight is embedding.weight or head.weight.data_ptr() == embedding.weight.data_ptr()
 
 
@@ -59,7 +64,7 @@ def fit_compression(
     embedding.fit_seconds = time.perf_counter() - start
     head = model.get_output_embeddings()
     head_embedding = None
-    if head is not None and not _heads_tied(model) and settings.get("compress_head"):
+    if head is not None and not heads_tied(model) and settings.get("compress_head"):
         head_embedding = method.build(head.weight.detach(), settings, None)
     return embedding, head_embedding
 
@@ -76,7 +81,7 @@ def install(
     dense = model.get_input_embeddings()
     if not isinstance(dense, nn.Embedding):
         raise TypeError(f"expected a dense nn.Embedding as input embedding, found {type(dense).__name__}")
-    tied = _heads_tied(model)
+    tied = heads_tied(model)
     device = dense.weight.device
     model.set_input_embeddings(embedding.to(device))
     stats: dict[str, Any] = {"method": embedding.method, **embedding.stats()}
@@ -167,5 +172,5 @@ def dense_stats(model: PreTrainedModel) -> dict[str, Any]:
         "bytes_after": nbytes,
         "bytes_kept_pct": 100.0,
         "rel_error": 0.0,
-        "head": "none" if head is None else ("tied" if _heads_tied(model) else "dense"),
+        "head": "none" if head is None else ("tied" if heads_tied(model) else "dense"),
     }

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--e5-dir", default=".cache/e5-small")
     parser.add_argument("--budgets", default="0.2,0.4,1,5", help="asg.budget_pct values, comma-separated")
     parser.add_argument("--runs-dir", type=Path, default=None, help="default: multirun/ablation_<setting>")
+    parser.add_argument("--no-sg-own", action="store_true", help="skip SG at its own 10-40%% budgets")
+    parser.add_argument("--tables-only", action="store_true", help="only rebuild the tables from finished runs")
     args = parser.parse_args(argv)
 
     setting = SETTINGS[args.setting]
@@ -85,11 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.setting.endswith("_e5"):
         overrides.append(f"model.name_or_path={Path(args.e5_dir).resolve()}")
     base = [*overrides, "experiment=ablation_methods"]
-    run([*base, "asg=none", f"hydra.run.dir={runs / 'base'}"])
-    run(["-m", *base, f"asg.budget_pct={args.budgets}", f"hydra.sweep.dir={runs / 'methods'}"])
-    if setting["sg_own_budgets"]:
-        sg_budgets = f"asg.budget_pct={setting['sg_own_budgets']}"
-        run(["-m", *base, "asg=sg", sg_budgets, f"hydra.sweep.dir={runs / 'sg_own'}"])
+    if not args.tables_only:
+        run([*base, "asg=none", f"hydra.run.dir={runs / 'base'}"])
+        run(["-m", *base, f"asg.budget_pct={args.budgets}", f"hydra.sweep.dir={runs / 'methods'}"])
+        if setting["sg_own_budgets"] and not args.no_sg_own:
+            sg_budgets = f"asg.budget_pct={setting['sg_own_budgets']}"
+            run(["-m", *base, "asg=sg", sg_budgets, f"hydra.sweep.dir={runs / 'sg_own'}"])
 
     out = RESULTS / f"ablation_{args.setting}"
     tables.main([str(runs), "--out", str(out)])

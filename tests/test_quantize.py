@@ -1,7 +1,9 @@
 """Value checks for the product quantizer: exact round trips, monotone error, brute-force codes."""
 
 import itertools
+import json
 import re
+import sys
 
 import pytest
 import torch
@@ -125,12 +127,69 @@ def test_empty_clusters_are_reseeded(seed):
         ((10, 12), {"m": 2, "k": 4, "init": "kmeans"}, "init='kmeans' is not supported"),
         ((10, 12), {"m": 2, "k": 4, "iters": 0}, "iters=0"),
         ((10, 12), {"m": 2, "k": 4, "sample_rows": 3}, "sample_rows=3 must be at least k=4"),
+        ((10, 12), {"m": 2, "k": 4, "sample_rows": "all"}, "sample_rows='all' must be an integer, 'auto' or None"),
+        ((10, 12), {"m": 2, "k": 4, "backend": "sklearn"}, "backend='sklearn' is not supported; use one of torch"),
+        ((10, 12), {"m": 2, "k": 6, "backend": "faiss"}, "needs k to be a power of two.*got k=6"),
         ((12,), {"m": 2, "k": 4}, "2-D"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(shape, options, message):
     with pytest.raises(ValueError, match=message):
         product_quantize(torch.zeros(shape), **options)
+
+
+def test_auto_sample_is_256_rows_per_centroid_and_close_to_full_fit():
+    weight = _gaussian(6000, 16)
+    auto = product_quantize(weight, m=4, k=8)  # fits on 256 * 8 = 2048 of the 6000 rows
+    explicit = product_quantize(weight, m=4, k=8, sample_rows=2048)
+    full = product_quantize(weight, m=4, k=8, sample_rows=None)
+    assert torch.equal(auto.codes, explicit.codes) and torch.equal(auto.codebooks, explicit.codebooks)
+    # measured: 0.5% above the full fit; a sample of 256 rows per centroid barely overfits
+    assert full.rel_error <= auto.rel_error <= 1.02 * full.rel_error, (auto.rel_error, full.rel_error)
+    ref, _ = _brute_force_codes(weight, auto.codebooks)
+    assert (auto.codes == ref).float().mean() > 0.99  # every row encoded, not only the sample
+
+
+@pytest.mark.parametrize("k", [16, 64])  # 4-bit codes share bytes in faiss's packing; 6-bit ones straddle them
+def test_faiss_backend_matches_faiss_decode_and_torch_error(k):
+    faiss = pytest.importorskip("faiss")
+    weight = _gaussian(4000, 32)
+    result = product_quantize(weight, m=4, k=k, backend="faiss")
+    assert result.codes.shape == (4000, 4) and result.codes.dtype == torch.int64
+    assert result.codebooks.shape == (4, k, 8) and result.codebooks.dtype == torch.float32
+    assert 0 <= result.codes.min() and result.codes.max() < k
+    # faiss's own encoder and decoder, given the returned codebooks, rebuild what the unpacked codes rebuild
+    pq = faiss.ProductQuantizer(32, 4, k.bit_length() - 1)
+    faiss.copy_array_to_vector(result.codebooks.numpy().ravel(), pq.centroids)
+    decoded = torch.from_numpy(pq.decode(pq.compute_codes(weight.numpy())))
+    torch.testing.assert_close(reconstruct(result.codes, result.codebooks), decoded)
+    torch_fit = product_quantize(weight, m=4, k=k)
+    assert abs(result.rel_error - torch_fit.rel_error) <= 0.02 * torch_fit.rel_error
+
+
+def test_faiss_backend_without_faiss_names_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
+    with pytest.raises(ImportError, match=re.escape("pip install 'asg[faiss]'")):
+        product_quantize(_gaussian(100, 8), m=2, k=4, backend="faiss")
+
+
+def test_pq_fit_benchmark_quick_run_writes_its_tables(tmp_path):
+    pytest.importorskip("faiss")
+    pytest.importorskip("psutil")
+    from experiments import pq_fit
+
+    rows = pq_fit.main(["--quick", "--threads", "1", "--out-dir", str(tmp_path)])
+
+    assert [(r["setting"], r["backend"]) for r in rows] == [
+        (name, backend) for name, *_ in pq_fit.QUICK_SETTINGS for backend in ("faiss", "torch")
+    ]
+    saved = json.loads((tmp_path / "pq_fit.json").read_text())
+    assert saved["rows"] == rows and saved["threads"] == 1 and "Gaussian" in saved["data"]
+    assert saved["command"].startswith("python -m experiments.pq_fit --quick")
+    assert all(0 < r["rel_error"] < 1 and r["seconds"] > 0 for r in rows)
+    assert all(r["ratio_torch_faiss"] > 0 for r in rows if r["backend"] == "torch")
+    text = (tmp_path / "pq_fit.md").read_text()
+    assert "| quick-a | 4,000 | 64 | 8 | 64 | torch |" in text and "synthetic" in text
 
 
 @pytest.mark.parametrize(

@@ -395,7 +395,7 @@ def test_minilm_asg_learns_extractive_qa(tmp_path, shared_data):
         "asg.m=32",
         "asg.k=128",
         "asg.iters=10",
-        "+trainer.limit_val_batches=0",
+        "trainer.limit_val_batches=0",
         "logger=none",
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",

@@ -79,8 +79,8 @@ class TaskModule(pl.LightningModule):
         model: torch.nn.Module,
         *,
         optimizer: Callable[..., torch.optim.Optimizer],
-        warmup_ratio: float,
-        codebook_lr_scale: float,
+        warmup_ratio: float = 0.1,
+        codebook_lr_scale: float = 1.0,
         asg: Mapping[str, Any] | None = None,  # the `asg` config; None leaves the model as it is
     ) -> None:
         super().__init__()

@@ -126,6 +126,7 @@ def test_ddp_on_cpu_fits_once_and_writes_once(tmp_path, tiny_dirs, shared_data):
         *tiny_overrides(tiny_dirs, shared_data, "trainer.max_steps=1", "logger=csv"),
         "trainer.strategy=ddp",
         "trainer.devices=2",
+        "asg.cache_dir=null",  # a cached fit would skip k-means, and this test counts the fits
         f"hydra.run.dir={run_dir}",
     )
     assert result.returncode == 0, result.stderr[-5000:]

@@ -32,7 +32,7 @@ def _relative_error(weight: Tensor, approx: Tensor) -> float:
 def _check_sample_rows(settings: Mapping[str, Any], k: int) -> None:
     # product_quantize checks this too, but only once the data is loaded and the model built
     rows = settings.get("sample_rows")
-    if rows is not None and rows < k:
+    if isinstance(rows, int) and rows < k:
         raise ValueError(f"asg.sample_rows={rows} must be at least k={k} centroids; raise it or set it to null")
 
 

@@ -46,7 +46,8 @@ def budget_k(cfg: Mapping[str, Any], vocab: int) -> int:
 
 def pq_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The k-means settings every quantizing method passes on to `product_quantize`."""
-    options = {key: cfg[key] for key in ("iters", "init", "seed", "sample_rows") if cfg.get(key) is not None}
+    options = {key: cfg[key] for key in ("iters", "init", "seed") if cfg.get(key) is not None}
+    options["sample_rows"] = cfg.get("sample_rows")  # null in the config means all rows, not the function default
     for key in ("backend", "cache_dir"):  # optional: older configs and the tests may leave them out
         if cfg.get(key) is not None:
             options[key] = cfg[key]

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asg.embedding import ASGEmbedding, CompressedEmbedding
+from asg.embedding import ASGEmbedding, CompressedEmbedding, quantized_stats
 from asg.methods import Method, budget_k, pq_options, register
 from asg.quantize import check_shape, product_quantize, reconstruct, smallest_code_dtype
 
@@ -302,33 +301,12 @@ class RQEmbedding(CompressedEmbedding):
 
     def stats(self) -> dict[str, Any]:
         """ASG's accounting; the code table holds stages x m codes per token."""
-        vocab, dim = self.num_embeddings, self.embedding_dim
-        params_before = vocab * dim
-        params_after = self.codebooks.numel()  # stages * k * d
-        bytes_before = params_before * self.source_dtype.itemsize
-        codebook_bytes = params_after * self.codebooks.element_size()
-        code_bytes = self.codes.numel() * self.codes.element_size()  # V * stages * m
-        code_bytes_packed = math.ceil(self.codes.numel() * (self.k - 1).bit_length() / 8)
-        bytes_after = codebook_bytes + code_bytes
         return {
-            "vocab_size": vocab,
-            "hidden_size": dim,
             "m": self.m,
             "k": self.stages * self.k,  # centroids per sub-space over all stages: parameters = k * d, as for pq
             "k_per_stage": self.k,
             "stages": self.stages,
-            "params_before": params_before,
-            "params_after": params_after,
-            "params_kept_pct": 100 * params_after / params_before,
-            "bytes_before": bytes_before,
-            "codebook_bytes": codebook_bytes,
-            "code_bytes": code_bytes,
-            "code_bytes_packed": code_bytes_packed,
-            "bytes_after": bytes_after,
-            "bytes_kept_pct": 100 * bytes_after / bytes_before,
-            "bytes_kept_pct_packed": 100 * (codebook_bytes + code_bytes_packed) / bytes_before,
-            "rel_error": self.rel_error,
-            "code_dtype": str(self.codes.dtype),
+            **quantized_stats(self, self.codes, self.codebooks, self.k),
         }
 
     def spec(self) -> dict[str, Any]:

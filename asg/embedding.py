@@ -38,6 +38,38 @@ class CompressedEmbedding(nn.Module):
         raise NotImplementedError
 
 
+def quantized_stats(module: CompressedEmbedding, codes: Tensor, codebooks: Tensor, k: int) -> dict[str, Any]:
+    """Accounting of a code table (any shape) plus float codebooks against the dense (V, d) matrix they replace.
+
+    `module` supplies V, d, the replaced matrix's dtype and the fit's rel_error; `k` sizes one code.
+    """
+    vocab, dim = module.num_embeddings, module.embedding_dim
+    params_before = vocab * dim
+    params_after = codebooks.numel()
+    bytes_before = params_before * module.source_dtype.itemsize
+    codebook_bytes = params_after * codebooks.element_size()
+    code_bytes = codes.numel() * codes.element_size()
+    # ideal table: ceil(log2 k) bits per code, which is (k - 1).bit_length() exactly
+    code_bytes_packed = math.ceil(codes.numel() * (k - 1).bit_length() / 8)
+    bytes_after = codebook_bytes + code_bytes
+    return {
+        "vocab_size": vocab,
+        "hidden_size": dim,
+        "params_before": params_before,
+        "params_after": params_after,
+        "params_kept_pct": 100 * params_after / params_before,
+        "bytes_before": bytes_before,
+        "codebook_bytes": codebook_bytes,
+        "code_bytes": code_bytes,
+        "code_bytes_packed": code_bytes_packed,
+        "bytes_after": bytes_after,
+        "bytes_kept_pct": 100 * bytes_after / bytes_before,
+        "bytes_kept_pct_packed": 100 * (codebook_bytes + code_bytes_packed) / bytes_before,
+        "rel_error": module.rel_error,
+        "code_dtype": str(codes.dtype),
+    }
+
+
 class ASGEmbedding(CompressedEmbedding):
     """Token vectors as concatenations of m trainable centroids picked by fixed codes.
 
@@ -109,33 +141,7 @@ class ASGEmbedding(CompressedEmbedding):
 
     def stats(self) -> dict[str, Any]:
         """Parameter and byte accounting against the dense matrix this module replaced."""
-        vocab, dim = self.num_embeddings, self.embedding_dim
-        params_before = vocab * dim
-        params_after = self.codebooks.numel()  # m * k * s == k * d
-        bytes_before = params_before * self.source_dtype.itemsize
-        codebook_bytes = params_after * self.codebooks.element_size()
-        code_bytes = self.codes.numel() * self.codes.element_size()
-        # ideal table: ceil(log2 k) bits per code, which is (k - 1).bit_length() exactly
-        code_bytes_packed = math.ceil(self.codes.numel() * (self.k - 1).bit_length() / 8)
-        bytes_after = codebook_bytes + code_bytes
-        return {
-            "vocab_size": vocab,
-            "hidden_size": dim,
-            "m": self.m,
-            "k": self.k,
-            "params_before": params_before,
-            "params_after": params_after,
-            "params_kept_pct": 100 * params_after / params_before,
-            "bytes_before": bytes_before,
-            "codebook_bytes": codebook_bytes,
-            "code_bytes": code_bytes,
-            "code_bytes_packed": code_bytes_packed,
-            "bytes_after": bytes_after,
-            "bytes_kept_pct": 100 * bytes_after / bytes_before,
-            "bytes_kept_pct_packed": 100 * (codebook_bytes + code_bytes_packed) / bytes_before,
-            "rel_error": self.rel_error,
-            "code_dtype": str(self.codes.dtype),
-        }
+        return {"m": self.m, "k": self.k, **quantized_stats(self, self.codes, self.codebooks, self.k)}
 
     def spec(self) -> dict[str, Any]:
         m, k, s = self.codebooks.shape

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -66,16 +65,16 @@ def smallest_code_dtype(k: int) -> torch.dtype:
 def reconstruct(codes: Tensor, codebooks: Tensor) -> Tensor:
     """Explicit inverse of PQ: codes (..., m) and codebooks (m, k, s) -> vectors (..., m * s).
 
-    Differentiable with respect to `codebooks`; uses one flat embedding lookup, whose
-    backward is a small dense (m * k, s) gradient.
+    Differentiable with respect to `codebooks`: one flat row gather whose backward is an index_add into a small
+    dense (m * k, s) gradient. On CPU that backward is about 2x faster than F.embedding's (which sorts the ids).
     """
     m, k, s = codebooks.shape
     if codes.shape[-1] != m:
         raise ValueError(f"codes have {codes.shape[-1]} sub-spaces but codebooks have {m}")
     offsets = torch.arange(m, device=codes.device) * k  # (m,)
     flat = codes.long() + offsets  # (..., m) indices into the stacked codebooks
-    vectors = F.embedding(flat, codebooks.reshape(m * k, s))  # (..., m, s)
-    return vectors.reshape(*codes.shape[:-1], m * s)
+    vectors = codebooks.reshape(m * k, s).index_select(0, flat.reshape(-1))  # (n * m, s)
+    return vectors.view(*codes.shape[:-1], m * s)
 
 
 def _check_init(init: str) -> None:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 from torch import Tensor
+
+from asg.results import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +91,6 @@ def store(
     tensors = {"codes": codes.cpu().contiguous(), "codebooks": codebooks.detach().float().cpu().contiguous()}
     meta = {"key": _key_json(key), "payload_sha256": _payload_checksum(tensors), "rel_error": repr(float(rel_error))}
     path = entry_path(cache_dir, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(save(tensors, metadata=meta))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_bytes_atomic(path, save(tensors, metadata=meta))  # two writers of one key: the last rename wins
     log.info("PQ cache stored: %s", path)
     return path

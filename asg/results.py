@@ -9,9 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-import transformers
 
 import asg
 
@@ -49,6 +47,10 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
 
 def environment() -> dict[str, str]:
     """Versions that decide whether two runs are comparable."""
+    # imported here: the atomic writers above serve light modules too (asg.cache, under asg.quantize)
+    import pytorch_lightning as pl
+    import transformers
+
     return {
         "asg": asg.__version__,
         "torch": torch.__version__,

@@ -2,6 +2,7 @@
 
 import logging
 import multiprocessing
+import stat
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import asg.quantize
+import asg.results
 from asg import cache
 from asg.quantize import product_quantize
 
@@ -169,3 +171,11 @@ def test_two_processes_writing_the_same_key_leave_one_valid_file(tmp_path, monke
     assert entry.suffix == ".safetensors"
     _forbid_fit(monkeypatch)
     _assert_same(product_quantize(_weight(), cache_dir=tmp_path, **SETTINGS), reference)
+
+
+def test_entries_are_readable_by_others_under_the_umask(tmp_path, monkeypatch):
+    """A cache dir shared by a cluster's users: entries follow the umask, not mkstemp's owner-only mode."""
+    monkeypatch.setattr(asg.results, "_UMASK", 0o022)  # read once at import: setting the umask is process-wide
+    product_quantize(_weight(), cache_dir=tmp_path, **SETTINGS)
+    [entry] = _entries(tmp_path)
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o644

@@ -171,11 +171,8 @@ class LowRankEmbedding(CompressedEmbedding):
             source_dtype=getattr(torch, spec["source_dtype"]),
         )
 
-    def extra_repr(self) -> str:
-        text = f"{self.num_embeddings}, {self.embedding_dim}, rank={self.rank}"
-        if self.padding_idx is not None:
-            text += f", padding_idx={self.padding_idx}"
-        return text
+    def _repr_settings(self) -> str:
+        return f"rank={self.rank}"
 
 
 def _budget_rank(cfg: Mapping[str, Any], vocab: int, hidden: int) -> int:
@@ -334,11 +331,8 @@ class RQEmbedding(CompressedEmbedding):
             source_dtype=getattr(torch, spec["source_dtype"]),
         )
 
-    def extra_repr(self) -> str:
-        text = f"{self.num_embeddings}, {self.embedding_dim}, stages={self.stages}, m={self.m}, k={self.k}"
-        if self.padding_idx is not None:
-            text += f", padding_idx={self.padding_idx}"
-        return text
+    def _repr_settings(self) -> str:
+        return f"stages={self.stages}, m={self.m}, k={self.k}"
 
 
 def _resolve_rq(cfg: Mapping[str, Any], vocab: int, hidden: int) -> dict[str, Any]:

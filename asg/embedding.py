@@ -37,6 +37,16 @@ class CompressedEmbedding(nn.Module):
     def from_spec(cls, spec: dict[str, Any]) -> CompressedEmbedding:
         raise NotImplementedError
 
+    def _repr_settings(self) -> str:
+        """The method's own settings in the module's repr, e.g. "m=8, k=1024"."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        text = f"{self.num_embeddings}, {self.embedding_dim}, {self._repr_settings()}"
+        if self.padding_idx is not None:
+            text += f", padding_idx={self.padding_idx}"
+        return text
+
 
 def quantized_stats(module: CompressedEmbedding, codes: Tensor, codebooks: Tensor, k: int) -> dict[str, Any]:
     """Accounting of a code table (any shape) plus float codebooks against the dense (V, d) matrix they replace.
@@ -167,8 +177,5 @@ class ASGEmbedding(CompressedEmbedding):
             source_dtype=getattr(torch, spec["source_dtype"]),
         )
 
-    def extra_repr(self) -> str:
-        text = f"{self.num_embeddings}, {self.embedding_dim}, m={self.m}, k={self.k}"
-        if self.padding_idx is not None:
-            text += f", padding_idx={self.padding_idx}"
-        return text
+    def _repr_settings(self) -> str:
+        return f"m={self.m}, k={self.k}"

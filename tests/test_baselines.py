@@ -242,6 +242,20 @@ def test_spec_round_trip(method):
 
 
 @pytest.mark.parametrize(
+    ("method", "text"),
+    [
+        ("sg", "300, 12, m=1, k=20, padding_idx=2"),
+        ("lowrank", "300, 12, rank=4, padding_idx=2"),
+        ("rq", "300, 12, stages=2, m=3, k=10, padding_idx=2"),
+    ],
+)
+def test_repr_names_the_resolved_settings(method, text):
+    fitted = fit(random_weight(300, 12), method, m=3, k=20, rank=4)
+    fitted.padding_idx = 2
+    assert repr(fitted) == f"{type(fitted).__name__}({text})"
+
+
+@pytest.mark.parametrize(
     ("method", "overrides", "match"),
     [
         ("lowrank", {"rank": 0}, r"asg.rank=0 must be between 1 and min\(V, d\)=12"),

@@ -374,6 +374,8 @@ def test_fast_dev_run_question_answering(tmp_path, tiny_dirs, shared_data, model
 # 100 XQuAD en questions after 25 steps of 8 on 200 TyDiQA-GoldP en train questions. Nearby settings gave
 # EM 7.0-9.0, F1 8.1-11.3; the dense baseline EM 7.0, F1 9.6; the same model untrained EM 0.0, F1 4.1.
 # A few CPU minutes only start the learning, so the bar is on exact matches, which an untrained head never gets.
+# Longer is not better within CPU minutes: 800 questions (65 steps of 16, max_length 192, same lr) scored EM 4.0,
+# F1 8.2 on the first 200 questions (9.5 min on 2 cores, one other job running).
 EM_THRESHOLD = 3.0
 
 

@@ -383,8 +383,10 @@ def write(result: dict[str, Any], out_dir: Path, command: str) -> None:
             "gradient is a fresh V x d tensor each time: that, not the gather, is what makes it slow, and a "
             "sparse-gradient nn.Embedding is the tighter comparison.",
             "",
-            "Other jobs shared this machine's CPUs while it ran (see the load average): absolute times are noisy "
-            "and only the ratios of interleaved measurements are meant to be compared.",
+            "PQ fit: faiss, then asg, one after the other on the same synthetic matrix (details in pq_fit.md).",
+            "",
+            "The benchmark keeps up to 2 CPUs busy itself, so a load average near 2 is its own and more means other "
+            "jobs shared the machine. Absolute times are noisy on shared machines; compare the ratios.",
             "",
         ]
     )

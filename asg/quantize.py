@@ -227,6 +227,34 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None]]:
         yield tick
 
 
+def _fit_spaces(
+    rows_of: Callable[[int], Tensor],  # j -> the (n, s) rows k-means fits in sub-space j
+    m: int,
+    k: int,
+    *,
+    iters: int,
+    init: str,
+    seed: int,
+    tol: float,
+    progress: bool,
+    device: torch.device,
+    chunk_size: int | None = None,
+    encode: Callable[[int, Tensor], Tensor] | None = None,  # (j, centroids) -> codes; default: the fitted rows'
+) -> tuple[Tensor, Tensor]:
+    """k-means in each of m sub-spaces, spread over torch's CPU threads -> centroids (m, k, s), codes (m, n)."""
+    seeds = _seeds(seed, m)
+
+    def fit(j: int) -> tuple[Tensor, Tensor]:
+        centroids, codes = _lloyd(
+            rows_of(j), k, iters=iters, init=init, seed=seeds[j], tol=tol, tick=tick, chunk_size=chunk_size
+        )
+        return centroids, codes if encode is None else encode(j, centroids)
+
+    with _progress(m * iters, progress) as tick:
+        fits = _per_space(fit, m, device)
+    return torch.stack([c for c, _ in fits]), torch.stack([codes for _, codes in fits])
+
+
 def kmeans(
     x: Tensor,
     k: int,
@@ -252,11 +280,8 @@ def kmeans(
     if iters < 1 or (chunk_size is not None and chunk_size < 1):
         raise ValueError(f"iters={iters} and chunk_size={chunk_size} must be at least 1")
     x = x.float()
-    seeds = _seeds(seed, m)
-    options = dict(iters=iters, init=init, tol=tol, chunk_size=chunk_size)
-    with _progress(m * iters, progress) as tick:
-        fits = _per_space(lambda j: _lloyd(x[j].contiguous(), k, seed=seeds[j], tick=tick, **options), m, x.device)
-    return torch.stack([c for c, _ in fits]), torch.stack([codes for _, codes in fits])
+    options = dict(iters=iters, init=init, seed=seed, tol=tol, progress=progress, chunk_size=chunk_size)
+    return _fit_spaces(lambda j: x[j].contiguous(), m, k, device=x.device, **options)
 
 
 def _divisors(n: int) -> list[int]:
@@ -294,18 +319,25 @@ def _fit_torch(
     rows = None
     if n_fit < vocab:  # one sample for all sub-spaces, as faiss takes it
         rows = torch.randperm(vocab, generator=torch.Generator().manual_seed(seed))[:n_fit].to(e.device)
-    seeds = _seeds(seed, m)
+    encode = None
+    if rows is not None:  # every row, not only the sampled ones; BLAS reads the strided view
 
-    def fit(j: int) -> tuple[Tensor, Tensor]:
-        xj = x[:, j] if rows is None else x[rows, j]
-        centroids, codes = _lloyd(xj.contiguous(), k, iters=iters, init=init, seed=seeds[j], tol=tol, tick=tick)
-        if rows is not None:
-            codes, _ = _assign(x[:, j], centroids)  # every row, not only the sampled ones; BLAS reads the view
-        return centroids, codes
+        def encode(j: int, centroids: Tensor) -> Tensor:
+            return _assign(x[:, j], centroids)[0]
 
-    with _progress(m * iters, progress) as tick:
-        fits = _per_space(fit, m, e.device)
-    return torch.stack([codes for _, codes in fits], dim=1), torch.stack([c for c, _ in fits])
+    codebooks, codes = _fit_spaces(
+        lambda j: (x[:, j] if rows is None else x[rows, j]).contiguous(),
+        m,
+        k,
+        iters=iters,
+        init=init,
+        seed=seed,
+        tol=tol,
+        progress=progress,
+        device=e.device,
+        encode=encode,
+    )
+    return codes.t().contiguous(), codebooks
 
 
 def _fit_faiss(
@@ -356,7 +388,7 @@ def product_quantize(
     # 0.01% above faiss's error (experiments/pq_fit.py)
     tol: float = 1e-5,
     progress: bool = False,  # show a tqdm bar
-    backend: str = "torch",  # "torch" (batched k-means here) or "faiss" (faiss.ProductQuantizer)
+    backend: str = "torch",  # "torch" (k-means per sub-space here) or "faiss" (faiss.ProductQuantizer)
     cache_dir: str | os.PathLike | None = None,  # reuse fits saved here; None disables the cache
 ) -> PQResult:
     """Product-quantize a (V, d) matrix into m codebooks of k centroids each.

@@ -38,8 +38,10 @@ BACKENDS = ("torch", "faiss")
 # at relative error 0.9429/0.9421/0.9419/0.9419 (seeding 1/2/5/12 s of a 17-29 s fit); random rows at 0.9423
 _SEED_ROWS_PER_CENTROID = 64
 _SEED_ROWS_MIN = 4096
-# floats per (rows, k) block of distance scores: 1 MiB stays in a core's L2 cache (256 rows at k=1024)
+# floats per (rows, k) block of distance scores: on CPU 1 MiB stays in a core's L2 cache (256 rows at k=1024);
+# an accelerator wants few large matmuls instead, and 256 MiB blocks leave a GPU's memory to the model
 _SCORE_BLOCK = 1 << 18
+_SCORE_BLOCK_ACCELERATOR = 1 << 26
 # faiss's default training sample (ClusteringParameters.max_points_per_centroid)
 _SAMPLE_ROWS_PER_CENTROID = 256
 
@@ -90,11 +92,12 @@ def _assign(x: Tensor, centroids: Tensor, chunk_size: int | None = None) -> tupl
     Adding ||x||^2 to the second output gives the squared distances.
     """
     n, k = x.shape[0], centroids.shape[0]
-    chunk_size = chunk_size or max(64, _SCORE_BLOCK // k)
+    block = _SCORE_BLOCK if x.device.type == "cpu" else _SCORE_BLOCK_ACCELERATOR
+    chunk_size = chunk_size or max(64, block // k)
     c_sq, c_t = centroids.square().sum(-1), centroids.t()  # (k,), (s, k)
     codes = torch.empty(n, dtype=torch.long, device=x.device)
-    best = torch.empty(n, device=x.device)
-    scores = torch.empty(min(chunk_size, n), k, device=x.device)  # reused: no allocation per block
+    best = torch.empty(n, dtype=x.dtype, device=x.device)
+    scores = torch.empty(min(chunk_size, n), k, dtype=x.dtype, device=x.device)  # reused: no allocation per block
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         block = scores[: stop - start]
@@ -106,7 +109,7 @@ def _assign(x: Tensor, centroids: Tensor, chunk_size: int | None = None) -> tupl
 
 def _update(x: Tensor, codes: Tensor, dist: Tensor, k: int) -> Tensor:
     """New centroids (k, s) of one sub-space as cluster means; empty clusters take the farthest points."""
-    sums = torch.zeros(k, x.shape[1], device=x.device).index_add_(0, codes, x)
+    sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, codes, x)
     counts = torch.bincount(codes, minlength=k)  # (k,)
     centroids = sums / counts.clamp_min(1).unsqueeze(-1)  # (k, s)
     empty = counts == 0
@@ -129,13 +132,13 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
         x = x[torch.randperm(n, generator=gen, device=x.device)[:n_seed]]  # (n_seed, s)
     trials = 2 + int(math.log(k))
     x_sq = x.square().sum(-1)  # (n_seed,)
-    centroids = torch.empty(k, x.shape[1], device=x.device)
+    centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     centroids[0] = c = x[torch.randint(n_seed, (), generator=gen, device=x.device)]
     min_d = torch.addmv(x_sq + c.dot(c), x, c, alpha=-2).clamp_min_(0)
     for i in range(1, k):
         cdf = min_d.cumsum(0)  # inverse-CDF sampling: row r with probability min_d[r] / sum(min_d)
         if cdf[-1] > 0:
-            u = torch.rand(trials, generator=gen, device=x.device) * cdf[-1]
+            u = torch.rand(trials, generator=gen, dtype=x.dtype, device=x.device) * cdf[-1]
             cand = torch.searchsorted(cdf, u, right=True).clamp_max_(n_seed - 1)
         else:  # fewer distinct rows than k leave no mass to sample from: fall back to uniform
             cand = torch.randint(n_seed, (trials,), generator=gen, device=x.device)
@@ -212,7 +215,7 @@ def _per_space(fn: Callable[[int], T], m: int, device: torch.device) -> list[T]:
 
 def _seeds(seed: int, m: int) -> list[int]:
     """One seed per sub-space, drawn from `seed`: results do not depend on which thread runs which sub-space."""
-    return torch.randint(2**62, (m,), generator=torch.Generator().manual_seed(seed)).tolist()
+    return torch.randint(2**62, (m,), generator=torch.Generator().manual_seed(seed), device="cpu").tolist()
 
 
 @contextmanager
@@ -319,7 +322,8 @@ def _fit_torch(
     x = e.view(vocab, m, dim // m)  # (V, m, s) without a copy
     rows = None
     if n_fit < vocab:  # one sample for all sub-spaces, as faiss takes it
-        rows = torch.randperm(vocab, generator=torch.Generator().manual_seed(seed))[:n_fit].to(e.device)
+        gen = torch.Generator().manual_seed(seed)  # on the CPU, so every fit device draws the same rows
+        rows = torch.randperm(vocab, generator=gen, device="cpu")[:n_fit].to(e.device)
     encode = None
     if rows is not None:  # every row, not only the sampled ones; BLAS reads the strided view
 
@@ -357,7 +361,7 @@ def _fit_faiss(
     train = data
     if n_fit < vocab:
         gen = torch.Generator().manual_seed(seed)
-        train = data[torch.randperm(vocab, generator=gen)[:n_fit].numpy()]
+        train = data[torch.randperm(vocab, generator=gen, device="cpu")[:n_fit].numpy()]
     pq.cp.max_points_per_centroid = -(-len(train) // k)  # train on exactly these rows: no second subsample
     pq.train(train)
     codes = faiss.unpack_bitstrings(pq.compute_codes(data), m, nbits)  # (V, m) from nbits-wide bit fields

@@ -47,25 +47,47 @@ def heads_tied(model: PreTrainedModel) -> bool:
     return head.weight is embedding.weight or head.weight.data_ptr() == embedding.weight.data_ptr()
 
 
+def resolve_fit_device(value: str | None, trainer_device: torch.device | str = "cpu") -> torch.device:
+    """The device `asg.fit_device` names: "auto" (or None) is the trainer's; a CUDA device must be visible."""
+    if value in (None, "auto"):
+        return torch.device(trainer_device)
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"asg.fit_device={value} is not a device; use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"asg.fit_device={value} but no CUDA device is visible here; use asg.fit_device=auto or cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"asg.fit_device={value}: fits run on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    return device
+
+
 def fit_compression(
-    model: PreTrainedModel, settings: Mapping[str, Any]
+    model: PreTrainedModel, settings: Mapping[str, Any], *, device: torch.device | str | None = None
 ) -> tuple[CompressedEmbedding, CompressedEmbedding | None]:
     """Fit the compressed input embedding (and the untied head's, if `compress_head`): the expensive part.
 
-    `settings` are a method's resolved settings (`asg.methods`); nothing in the model changes here, so in
-    distributed training one rank fits and the others receive the modules.
+    `settings` are a method's resolved settings (`asg.methods`); the fit runs on `device` (default: where the
+    embedding is) in float32, whatever the ambient default device and dtype, and the modules come back on the CPU.
+    Nothing in the model changes here, so in distributed training one rank fits and the others receive the modules.
     """
     dense = model.get_input_embeddings()
     if not isinstance(dense, nn.Embedding):
         raise TypeError(f"expected a dense nn.Embedding as input embedding, found {type(dense).__name__}")
     method = get_method(settings["method"])
+    device = torch.device(device) if device is not None else dense.weight.device
+
+    def build(weight: torch.Tensor, padding_idx: int | None) -> CompressedEmbedding:
+        # CPU copies: a broadcast to other ranks pickles tensors with their device, and the fit device may be busy
+        return method.build(weight.detach().to(device), settings, padding_idx).cpu()
+
     start = time.perf_counter()
-    embedding = method.build(dense.weight.detach(), settings, dense.padding_idx)
+    embedding = build(dense.weight, dense.padding_idx)
     embedding.fit_seconds = time.perf_counter() - start
     head = model.get_output_embeddings()
     head_embedding = None
     if head is not None and not heads_tied(model) and settings.get("compress_head"):
-        head_embedding = method.build(head.weight.detach(), settings, None)
+        head_embedding = build(head.weight, None)
     return embedding, head_embedding
 
 
@@ -82,8 +104,9 @@ def install(
     if not isinstance(dense, nn.Embedding):
         raise TypeError(f"expected a dense nn.Embedding as input embedding, found {type(dense).__name__}")
     tied = heads_tied(model)
-    device = dense.weight.device
-    model.set_input_embeddings(embedding.to(device))
+    # the model's device and float dtype (integer codes stay integers); a trainer's precision converts them later
+    device, dtype = dense.weight.device, dense.weight.dtype
+    model.set_input_embeddings(embedding.to(device, dtype))
     stats: dict[str, Any] = {"method": embedding.method, **embedding.stats()}
     if getattr(embedding, "fit_seconds", None) is not None:
         stats["fit_seconds"] = round(embedding.fit_seconds, 3)
@@ -93,7 +116,7 @@ def install(
         model.config.tie_word_embeddings = False  # the sharing now lives inside ASGOutputHead
         stats["head"] = "tied"
     elif head is not None and head_embedding is not None:
-        model.set_output_embeddings(ASGOutputHead(head_embedding.to(device), head.bias))
+        model.set_output_embeddings(ASGOutputHead(head_embedding.to(device, dtype), head.bias))
         stats["head"] = "compressed"
         stats["head_stats"] = head_embedding.stats()
     else:
@@ -114,6 +137,7 @@ def compress_model(
     *,
     rank: int = 0,
     broadcast: Callable[[Any], Any] | None = None,
+    device: torch.device | str | None = None,  # the trainer's device, which asg.fit_device=auto fits on
 ) -> dict[str, Any]:
     """Compress the model per the `asg` config; return the statistics (the settings under `settings`).
 
@@ -124,7 +148,8 @@ def compress_model(
         return dense_stats(model)
     hidden, vocab = model.get_input_embeddings().weight.shape[1], model.get_input_embeddings().weight.shape[0]
     settings = get_method(asg_cfg["method"]).resolve(asg_cfg, vocab, hidden)
-    fitted = fit_compression(model, settings) if rank == 0 else None
+    fit_device = resolve_fit_device(asg_cfg.get("fit_device"), device or model.get_input_embeddings().weight.device)
+    fitted = fit_compression(model, settings, device=fit_device) if rank == 0 else None
     if broadcast is not None:
         fitted = broadcast(fitted)
     stats = install(model, *fitted)

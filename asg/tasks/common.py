@@ -102,6 +102,7 @@ class TaskModule(pl.LightningModule):
             self.asg_cfg,
             rank=self.trainer.global_rank,
             broadcast=self.trainer.strategy.broadcast if distributed else None,
+            device=self.trainer.strategy.root_device,
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

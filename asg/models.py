@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from transformers import (
+    CONFIG_MAPPING,
     AutoConfig,
     AutoModelForQuestionAnswering,
     AutoModelForSeq2SeqLM,
@@ -17,6 +18,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from asg.surgery import heads_tied
 
 AUTO_CLASSES = {
     "token_classification": AutoModelForTokenClassification,
@@ -51,12 +54,24 @@ def hidden_and_vocab(config: PretrainedConfig) -> tuple[int, int]:
     return int(hidden), int(config.vocab_size)
 
 
-def load_config(name_or_path: str) -> PretrainedConfig:
-    return AutoConfig.from_pretrained(name_or_path)
+def loader_settings(model_cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config kwargs, tokenizer kwargs) from the model config's optional `loader:` mapping (conf/model/*.yaml)."""
+    loader = model_cfg.get("loader") or {}
+    return dict(loader.get("config") or {}), dict(loader.get("tokenizer") or {})
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+def load_config(name_or_path: str, *, model_type: str | None = None, **overrides: Any) -> PretrainedConfig:
+    """The backbone's config; `model_type` names the architecture of an old config.json that lacks the key (BioBERT)."""
+    if model_type is None:
+        return AutoConfig.from_pretrained(name_or_path, **overrides)
+    return CONFIG_MAPPING[model_type].from_pretrained(name_or_path, **overrides)
+
+
+def load_tokenizer(
+    name_or_path: str, *, config: PretrainedConfig | None = None, **tokenizer_kwargs: Any
+) -> PreTrainedTokenizerBase:
+    """The fast tokenizer; `config` picks its class when the repo has no tokenizer_config.json naming one."""
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, config=config, **tokenizer_kwargs)
     if not tokenizer.is_fast:
         raise ValueError(f"{name_or_path}: a fast tokenizer is needed for word alignment and offset mapping")
     return tokenizer
@@ -65,7 +80,10 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 def load_model(
     name_or_path: str, family: str, *, labels: list[str] | None = None, **config_kwargs: Any
 ) -> PreTrainedModel:
-    """Pretrained backbone with the head of `family`; `labels` sizes a classification head."""
+    """Pretrained backbone with the head of `family`; `labels` sizes a classification head.
+
+    `config_kwargs` go to `load_config` (e.g. `model_type`) and override config values.
+    """
     if family not in AUTO_CLASSES:
         raise ValueError(f"unknown task family {family!r}; expected one of {sorted(AUTO_CLASSES)}")
     if labels is not None:
@@ -74,4 +92,10 @@ def load_model(
             "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)},
         }
-    return AUTO_CLASSES[family].from_pretrained(name_or_path, **config_kwargs)
+    config = load_config(name_or_path, **config_kwargs)
+    model = AUTO_CLASSES[family].from_pretrained(name_or_path, config=config)
+    if model.get_output_embeddings() is not None and not heads_tied(model):
+        # transformers 5 forces MT5Config.tie_word_embeddings=True, yet keeps a checkpoint's own lm_head (mt5-base's);
+        # the config must say so, or a later tie_weights() or resize_token_embeddings() ties the head silently
+        model.config.tie_word_embeddings = False
+    return model

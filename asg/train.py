@@ -17,8 +17,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from asg.loggers import finish_wandb
 from asg.methods import get_method
-from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, resolve_name_or_path
+from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, loader_settings, resolve_name_or_path
 from asg.results import environment, write_json_atomic
+from asg.surgery import resolve_fit_device
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
     """Fail before any data is read when the compression settings cannot fit this model."""
     if asg_cfg.method == "none":
         return
+    resolve_fit_device(asg_cfg.get("fit_device"))
     get_method(asg_cfg.method).resolve(OmegaConf.to_container(asg_cfg, resolve=True), vocab, hidden)
 
 
@@ -113,14 +115,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     task = cfg.task
     family, datamodule_cfg, module_cfg = task_recipe(cfg)
     name_or_path = resolve_name_or_path(cfg.model)
-    hidden, vocab = hidden_and_vocab(load_config(name_or_path))
+    config_kwargs, tokenizer_kwargs = loader_settings(cfg.model)
+    config = load_config(name_or_path, **config_kwargs)
+    hidden, vocab = hidden_and_vocab(config)
     check_asg_config(cfg.asg, hidden=hidden, vocab=vocab)
     pl.seed_everything(cfg.seed, workers=True)
 
-    tokenizer = load_tokenizer(name_or_path)
+    tokenizer = load_tokenizer(name_or_path, config=config, **tokenizer_kwargs)
     datamodule = instantiate(datamodule_cfg)(tokenizer)
     labels = list(task.labels) if family in ("token_classification", "sequence_classification") else None
-    model = load_model(name_or_path, family, labels=labels)
+    model = load_model(name_or_path, family, labels=labels, **config_kwargs)
     module = instantiate(module_cfg)(
         model,
         optimizer=instantiate(cfg.optimizer),

@@ -1,9 +1,16 @@
-"""NER sentences from local release files (`token<TAB>tag`, blank line between sentences) or the Hub."""
+"""NER sentences from local release files (`token<TAB>tag`, blank line between sentences) or the Hub.
+
+Also where every task finds its data: local task folders and Hub splits, with errors that name the setting to fix.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datasets
 
 Sentence = dict[str, list[str]]  # {"tokens": [...], "tags": [...]}
 
@@ -51,6 +58,24 @@ def task_dir(data_dir: str | os.PathLike, task: str, variant: str | None) -> Pat
     return folder
 
 
+def load_hub_split(source: str, config: str | None, split: str, setting: str) -> datasets.Dataset:
+    """One split of a Hub dataset: a repository id, or a local folder with the repository's layout and card.
+
+    `setting` names the config key that gave `source`, so a missing dataset, config or split says what to change.
+    """
+    import datasets
+
+    try:
+        return datasets.load_dataset(source, config, split=split)
+    except (FileNotFoundError, ValueError) as e:  # how datasets reports no such dataset, config or split
+        kind = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
+        raise kind(
+            f"cannot read split {split!r} of config {config!r} from {setting}={source!r}: {e}\n"
+            f"Point {setting} at a Hub dataset (or a local copy of its repository) with that config and split, "
+            "or leave the language out of transfer.eval_langs."
+        ) from e
+
+
 def local_languages(folder: Path, task: str, split: str) -> list[str]:
     """Languages whose `split` file exists in a local task folder."""
     pattern = SPLIT_FILES[task][split]
@@ -66,11 +91,11 @@ def load_local(folder: Path, task: str, split: str, lang: str) -> list[Sentence]
 
 def load_hub(task: str, source: str, variant: str | None, split: str, lang: str) -> list[Sentence]:
     """The same sentences from the Hugging Face Hub (WikiANN) or the original release URL (BC5CDR)."""
-    import datasets
-
     if task == "bc5cdr":
+        import datasets
+
         url = f"{source}/{variant}/{SPLIT_FILES[task][split]}"
         return read_conll(datasets.DownloadManager().download(url))
-    dataset = datasets.load_dataset(source, lang, split=split)
+    dataset = load_hub_split(source, lang, split, "task.hub_url")
     names = dataset.features["ner_tags"].feature.names
     return [{"tokens": row["tokens"], "tags": [names[t] for t in row["ner_tags"]]} for row in dataset]

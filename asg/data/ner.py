@@ -145,7 +145,8 @@ class NERDataModule(LanguageDataModule):
         if stage in (None, "fit", "validate"):
             for lang in self.val_langs:
                 self._encode("val", "validation", lang, self.max_eval_samples)
-        if stage in (None, "test"):
+        # On the Hub path the test sets are read before training too, so a language the dataset lacks fails at once.
+        if stage in (None, "test") or (stage == "fit" and self.folder is None):
             for lang in self.eval_langs:
                 self._encode("test", "test", lang, self.max_eval_samples)
 

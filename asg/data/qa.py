@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from asg.data.conll import task_dir
+from asg.data.conll import load_hub_split, task_dir
 from asg.data.loaders import LanguageDataModule
 from asg.transfer import resolve_languages
 
@@ -134,7 +134,10 @@ class QADataModule(LanguageDataModule):
     Local data (`data_dir`): TyDiQA-GoldP en train stands in for SQuAD v1.1, which no offline copy holds; its
     last `val_size` questions are held out for validation (the shared TyDiQA-GoldP dev files carry no gold
     answers), and questions sharing a passage with them are dropped from training. Hub (`data_dir=None`):
-    SQuAD v1.1 train / validation as in the paper, evaluation sets from `hub_eval`.
+    SQuAD v1.1 train / validation as in the paper, evaluation sets from `hub_eval`: a Hub dataset, or with
+    `hub_eval_file` set, the URL of a release archive holding SQuAD-format files (MLQA, whose Hub repository is a
+    loading script that datasets >= 3 refuses). `eval_split` names the benchmark split the evaluation data is; when
+    it is not test, the scores are logged under its name (e.g. dev/<lang>/f1) and `notes` say so.
     """
 
     def __init__(
@@ -149,8 +152,10 @@ class QADataModule(LanguageDataModule):
         hub_languages: Sequence[str],
         hub_train: str = "rajpurkar/squad",
         hub_eval: str = "google/xquad",
-        hub_eval_config: str = "xquad.{lang}",
-        hub_eval_split: str = "validation",
+        hub_eval_config: str | None = "xquad.{lang}",
+        hub_eval_split: str | None = "validation",
+        hub_eval_file: str | None = None,
+        eval_split: str = "test",
         data_dir: str | None = None,
         val_size: int = 300,
         max_length: int = 384,
@@ -167,7 +172,7 @@ class QADataModule(LanguageDataModule):
         self.tokenizer, self.task = tokenizer, task
         self.train_file, self.eval_file = train_file, eval_file
         self.hub_train, self.hub_eval = hub_train, hub_eval
-        self.hub_eval_config, self.hub_eval_split = hub_eval_config, hub_eval_split
+        self.hub_eval_config, self.hub_eval_split, self.hub_eval_file = hub_eval_config, hub_eval_split, hub_eval_file
         self.val_size, self.max_length, self.doc_stride = val_size, max_length, doc_stride
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
@@ -177,6 +182,11 @@ class QADataModule(LanguageDataModule):
                 task_dir(data_dir, Path(pattern).parts[0], None)
             train_available = _local_languages(self.root, train_file)
             eval_available = _local_languages(self.root, eval_file)
+            if not eval_available:
+                raise FileNotFoundError(
+                    f"data.dir={data_dir!r} holds no file matching task.eval_file={eval_file!r} for any language: "
+                    "point task.eval_file (or task.eval_split, where the file names hold it) at files it has"
+                )
             self.notes = [
                 "trained on TyDiQA-GoldP en train, not SQuAD v1.1: not the paper's setting",
                 f"validation: the last {val_size} TyDiQA-GoldP en train questions, held out from training",
@@ -184,6 +194,9 @@ class QADataModule(LanguageDataModule):
         else:
             train_available, eval_available = ["en"], list(hub_languages)  # SQuAD v1.1 is English only
             self.notes = []
+        self.eval_split = eval_split  # the scores are named for it (asg.tasks.common.log_language_scores)
+        if eval_split != "test":
+            self.notes.append(f"evaluated on {task} {eval_split}, not test: scores are logged as {eval_split}/<lang>")
         self.train_lang, self.eval_langs = resolve_languages(
             task,
             train_lang=train_lang,
@@ -202,24 +215,33 @@ class QADataModule(LanguageDataModule):
 
     def _train_and_val(self, lang: str) -> tuple[list[Example], list[Example]]:
         if self.root is None:
-            import datasets
-
-            train, val = (
-                list(map(dict, datasets.load_dataset(self.hub_train, split=s))) for s in ("train", "validation")
-            )
-            return train, val
+            train, val = (load_hub_split(self.hub_train, None, s, "task.hub_train") for s in ("train", "validation"))
+            return list(map(dict, train)), list(map(dict, val))
         examples = read_squad_json(self.root / self.train_file.format(lang=lang))
         val = examples[-self.val_size :] if self.val_size else []
         held_out = {e["context"] for e in val}
         return [e for e in examples[: len(examples) - len(val)] if e["context"] not in held_out], val
 
     def _test(self, lang: str) -> list[Example]:
-        if self.root is None:
-            import datasets
+        if self.root is not None:
+            return read_squad_json(self.root / self.eval_file.format(lang=lang))
+        if self.hub_eval_file:
+            return read_squad_json(self._archive_file(lang))
+        config = self.hub_eval_config.format(lang=lang)
+        return list(map(dict, load_hub_split(self.hub_eval, config, self.hub_eval_split, "task.hub_url")))
 
-            config = self.hub_eval_config.format(lang=lang)
-            return list(map(dict, datasets.load_dataset(self.hub_eval, config, split=self.hub_eval_split)))
-        return read_squad_json(self.root / self.eval_file.format(lang=lang))
+    def _archive_file(self, lang: str) -> Path:
+        """One language's file of the `hub_eval` archive (a URL or a local path), downloaded and extracted once."""
+        import datasets
+
+        name = self.hub_eval_file.format(lang=lang)
+        path = Path(datasets.DownloadManager().download_and_extract(self.hub_eval)) / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"task.hub_url={self.hub_eval!r} has no {name}: point task.hub_url at the release archive, or set "
+                f"task.eval_split to a split it holds, or leave {lang} out of transfer.eval_langs"
+            )
+        return path
 
     def _store(self, stage: str, lang: str, examples: list[Example], limit: int | None) -> None:
         examples = examples[:limit] if limit else examples
@@ -245,7 +267,8 @@ class QADataModule(LanguageDataModule):
             train, val = self._train_and_val(lang)
             self._store("train", lang, train, self.max_train_samples)
             self._store("val", lang, val, self.max_eval_samples)
-        if stage in (None, "test"):
+        # On the Hub path the test sets are read before training too, so a language the dataset lacks fails at once.
+        if stage in (None, "test") or (stage == "fit" and self.root is None):
             for lang in self.eval_langs:
                 if ("test", lang) not in self.examples:
                     self._store("test", lang, self._test(lang), self.max_eval_samples)

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from asg.data.conll import task_dir
+from asg.data.conll import load_hub_split, task_dir
 from asg.data.loaders import LanguageDataModule
 from asg.transfer import resolve_languages
 
@@ -82,9 +82,7 @@ def read_xnli_local(data_dir: str | os.PathLike, split: str, lang: str) -> list[
 
 def read_xnli_hub(source: str, split: str, lang: str, limit: int | None = None) -> list[Pair]:
     """The first `limit` pairs (all if None) of one language's split on the Hub, labels as names."""
-    import datasets
-
-    dataset = datasets.load_dataset(source, lang, split=split)
+    dataset = load_hub_split(source, lang, split, "task.hub_url")
     if limit:
         dataset = dataset.select(range(min(limit, len(dataset))))  # before conversion: train has 393k rows
     names = dataset.features["label"].names
@@ -186,7 +184,8 @@ class XNLIDataModule(LanguageDataModule):
         if stage in (None, "fit", "validate"):
             for lang in self.val_langs:
                 self._encode("val", "validation", lang, self.max_eval_samples)
-        if stage in (None, "test"):
+        # On the Hub path the test sets are read before training too, so a language the dataset lacks fails at once.
+        if stage in (None, "test") or (stage == "fit" and not self.data_dir):
             for lang in self.eval_langs:
                 self._encode("test", "test", lang, self.max_eval_samples)
 

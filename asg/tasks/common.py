@@ -56,7 +56,13 @@ def configure_adamw(
 def log_language_scores(
     module: pl.LightningModule, stage: str, scores: Mapping[str, Mapping[str, float]]
 ) -> dict[str, float]:
-    """Log `<stage>/<lang>/<metric>` and the average over languages `<stage>/avg/<metric>`."""
+    """Log `<stage>/<lang>/<metric>` and the average over languages `<stage>/avg/<metric>`.
+
+    Test scores are named for the split the evaluation sets are (`eval_split` of the datamodule, e.g. MLQA's dev),
+    so dev scores are never passed off as test scores.
+    """
+    if stage == "test":
+        stage = getattr(module.trainer.datamodule, "eval_split", "test")
     flat = {f"{stage}/{lang}/{name}": value for lang, metrics in scores.items() for name, value in metrics.items()}
     for name in next(iter(scores.values()), {}):
         flat[f"{stage}/avg/{name}"] = sum(m[name] for m in scores.values()) / len(scores)

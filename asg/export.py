@@ -2,26 +2,31 @@
 
     python -m asg.export RUN_DIR OUT_DIR [--ckpt PATH] [--name-or-path DIR]
 
-An export directory holds
-  - `model.safetensors`: the model's state dict as it is, so the compressed embedding keeps its codes in their small
+An export directory (format `asg.export_config.FORMAT_VERSION`, 2) holds
+  - `asg.safetensors`: the model's state dict as it is, so the compressed embedding keeps its codes in their small
     integer dtype and its codebooks in float32; a tensor shared by several modules (mT5's one embedding for encoder,
     decoder and tied head) is stored once;
-  - `config.json`: the transformers config;
-  - `asg.json`: the compressed modules' specs, the model class, its task family and the format version;
+  - `config.json`: an `asg.export_config.ASGConfig`, model_type "asg": the format version, the model class, its task
+    family and the compressed modules' specs, with the base model's own config as `base_config`;
   - the tokenizer files, when a tokenizer is given.
 
-Load it with `asg.export.load_compressed(dir)`, the supported path. transformers' `from_pretrained` does not
-understand an export: it finds `...word_embeddings.codes/.codebooks` where it expects `...word_embeddings.weight`,
-lists them as UNEXPECTED/MISSING in its load report and returns a model whose embedding is freshly random, without
-raising (transformers 5.24). Making `from_pretrained` work would take shipping modeling code (`trust_remote_code`)
-or registering a custom quantizer (`transformers.quantizers.auto.register_quantizer`), which still needs an
-`import asg` first and hooks private loading internals; neither is done here.
+Load it with `asg.export.load_compressed(dir)`, or, once `asg` is imported, through transformers:
+`AutoModelForTokenClassification.from_pretrained(dir)`, or the Auto class of the export's task family
+(`asg.models.AUTO_CLASSES`), and so a `pipeline`, hands the directory (local, or a Hub repo) to `load_compressed`; it
+refuses another family's export and what it cannot honour (a dtype but "auto", device_map, config overrides).
+`AutoConfig` gives the ASGConfig.
+
+No other standard loader returns a model. Format 1 (the base config.json and an asg.json beside a `model.safetensors`
+of codes and codebooks) went through `from_pretrained` with a freshly random embedding and no error. Now, without
+`import asg`, AutoConfig and the Auto model classes stop at the unknown model_type "asg"; a model class of the base's
+type (`BertForTokenClassification.from_pretrained(dir)`) takes its config from `base_config`, whose
+`transformers_weights` (the weights file transformers is to read) is a sentence naming `load_compressed`, which
+transformers rejects as a file name; any other class finds no `model.safetensors`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,15 +35,12 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_model
 from torch import nn
-from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from asg.embedding import CompressedEmbedding
+from asg.export_config import REFUSAL, WEIGHTS, ASGConfig, read_config
 from asg.models import AUTO_CLASSES
 from asg.surgery import ASGOutputHead, compressed_specs, heads_tied, install
-
-FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
-META = "asg.json"
 
 
 def embedding_classes() -> dict[str, type[CompressedEmbedding]]:
@@ -118,7 +120,7 @@ def save_compressed(
     out_dir: str | Path,
     tokenizer: PreTrainedTokenizerBase | None = None,
     *,
-    family: str | None = None,  # the pipeline's task family (asg.models.AUTO_CLASSES), recorded in asg.json
+    family: str | None = None,  # the pipeline's task family (asg.models.AUTO_CLASSES), recorded in config.json
 ) -> dict[str, Any]:
     """Write the export directory (see the module docstring); return its file sizes and the size accounting."""
     if family is not None and family not in AUTO_CLASSES:
@@ -127,15 +129,16 @@ def save_compressed(
     out.mkdir(parents=True, exist_ok=True)
     # save_model stores a tensor shared under several names once and names the aliases in the metadata
     save_model(model, str(out / WEIGHTS), metadata={"format": "pt"})
-    model.config.save_pretrained(out)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "architecture": type(model).__name__,
-        "family": family,
-        "tied_head": _tied_head(model),
-        "specs": compressed_specs(model),
-    }
-    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
+    architecture = type(model).__name__
+    # the base config as model.save_pretrained would write it, and the refusal for transformers' own loaders
+    base_config = model.config.to_diff_dict() | {"architectures": [architecture], "transformers_weights": REFUSAL}
+    ASGConfig(
+        architecture=architecture,
+        family=family,
+        tied_head=_tied_head(model),
+        specs=compressed_specs(model),
+        base_config=base_config,
+    ).save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     sizes: dict[str, Any] = dict(size_accounting(model))
@@ -149,7 +152,7 @@ def save_compressed(
 def _model_class(name: str) -> type[PreTrainedModel]:
     cls = getattr(transformers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, PreTrainedModel)):
-        raise ValueError(f"asg.json names architecture {name!r}, which is not a transformers model class")
+        raise ValueError(f"config.json names architecture {name!r}, which is not a transformers model class")
     return cls
 
 
@@ -169,20 +172,19 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def load_compressed(path: str | Path) -> PreTrainedModel:
     """Rebuild an exported model (eval mode), giving outputs identical to the model that was saved.
 
-    The architecture comes from config.json (no download, no pretrained weights), the compressed modules from the
-    specs in asg.json, the weights from model.safetensors; nothing is unpickled.
+    The architecture comes from config.json (no download, no pretrained weights), the compressed modules from its
+    specs, the weights from asg.safetensors; nothing is unpickled.
     """
     path = Path(path)
-    meta = json.loads((path / META).read_text())
-    if meta["format_version"] != FORMAT_VERSION:
-        raise ValueError(f"{path / META}: format version {meta['format_version']}, this asg reads {FORMAT_VERSION}")
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    model = _model_class(meta["architecture"])(config)
+    config = read_config(path)
+    model_config = config.model_config()
+    model_config.name_or_path = str(path)  # as from_pretrained records it: a pipeline finds the tokenizer there
+    model = _model_class(config.architecture)(model_config)
     head = model.get_output_embeddings()
-    if head is not None and not meta["tied_head"] and heads_tied(model):
+    if head is not None and not config.tied_head and heads_tied(model):
         # the config may force tying (transformers 5 ties mT5 always) while the saved head had weights of its own
         head.weight = nn.Parameter(head.weight.detach().clone())
-    install_specs(model, meta["specs"])
+    install_specs(model, config.specs)
     _load_state(model, load_file(path / WEIGHTS))
     return model.eval()
 
@@ -198,7 +200,7 @@ def export_run(
     """Export the model of a `run.py` run directory from its Lightning checkpoint; return the size report."""
     from omegaconf import OmegaConf
 
-    from asg.models import load_model, load_tokenizer, resolve_name_or_path
+    from asg.models import load_model, load_tokenizer, loader_settings, resolve_name_or_path
     from asg.train import task_recipe
 
     run_dir = Path(run_dir)
@@ -212,12 +214,14 @@ def export_run(
     name_or_path = name_or_path or resolve_name_or_path(cfg.model)
     labels = list(cfg.task.labels) if family in ("token_classification", "sequence_classification") else None
     # the same skeleton train() built, tying included (mT5's real head is untied although its config says tie)
-    model = load_model(name_or_path, family, labels=labels)
+    config_kwargs, tokenizer_kwargs = loader_settings(cfg.model)
+    model = load_model(name_or_path, family, labels=labels, **config_kwargs)
     original = _tensor_bytes(model.parameters())
     install_specs(model, checkpoint["asg_compression"]["specs"])
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state, strict=True)
-    sizes = save_compressed(model.eval(), out_dir, load_tokenizer(name_or_path), family=family)
+    tokenizer = load_tokenizer(name_or_path, config=model.config, **tokenizer_kwargs)
+    sizes = save_compressed(model.eval(), out_dir, tokenizer, family=family)
     return sizes | {
         "checkpoint": str(ckpt),
         "original_param_bytes": original,
@@ -230,7 +234,7 @@ def report(sizes: Mapping[str, Any]) -> str:
     """The CLI's size report."""
     diff = sizes["arithmetic_diff_pct"]
     lines = [
-        f"model.safetensors: {sizes['model_bytes']:,} bytes (all files: {sum(sizes['files'].values()):,})",
+        f"{WEIGHTS}: {sizes['model_bytes']:,} bytes (all files: {sum(sizes['files'].values()):,})",
         f"original, the dense model's parameters: {sizes['original_param_bytes']:,} bytes"
         f" -> {sizes['original_ratio']:.2f}x smaller",
         f"arithmetic: other parameters {sizes['other_param_bytes']:,} + codes and codebooks"

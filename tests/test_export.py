@@ -1,19 +1,34 @@
-"""Export round trips: identical outputs after save/load, no dense V x d table on disk, sizes add up, no unpickling."""
+"""Export round trips: identical outputs after save/load (load_compressed and the Auto classes), no dense V x d table
+on disk, sizes add up, no unpickling; transformers' own loaders refuse an export rather than load it wrong."""
 
 from __future__ import annotations
 
 import json
 import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors import safe_open
-from transformers import AutoTokenizer, MT5ForConditionalGeneration
+from transformers import (
+    AutoConfig,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertForTokenClassification,
+    MT5ForConditionalGeneration,
+    pipeline,
+)
 
 from asg.embedding import ASGEmbedding
-from asg.export import WEIGHTS, embedding_classes, load_compressed, main, save_compressed
+from asg.export import embedding_classes, load_compressed, main, save_compressed
+from asg.export_config import WEIGHTS, ASGConfig
 from asg.methods import method_names
 from asg.models import load_model
 from asg.surgery import ASGOutputHead, apply_asg, compress_model
@@ -51,6 +66,10 @@ def ids_for(vocab: int, batch: int = 2, length: int = 12, seed: int = 0) -> torc
     return torch.randint(3, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+def exported_config(out) -> dict:
+    return json.loads((out / "config.json").read_text())
+
+
 def test_bert_token_classification_round_trip(tmp_path, tiny_dirs, no_unpickling):
     model = load_model(str(tiny_dirs["mbert"]), "token_classification", labels=NER_LABELS)
     apply_asg(model, m=4, k=16, iters=2)
@@ -63,17 +82,29 @@ def test_bert_token_classification_round_trip(tmp_path, tiny_dirs, no_unpickling
     assert isinstance(loaded.get_input_embeddings(), ASGEmbedding) and not loaded.training
     assert torch.equal(loaded(input_ids=ids).logits, before)
     assert loaded.config.id2label == model.config.id2label
+    # `import asg` registered the export's config with the Auto classes, which hand it to load_compressed
+    auto = AutoModelForTokenClassification.from_pretrained(tmp_path)
+    assert type(auto) is BertForTokenClassification and not auto.training
+    assert isinstance(auto.get_input_embeddings(), ASGEmbedding)
+    assert torch.equal(auto(input_ids=ids).logits, before)
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, ASGConfig) and config.model_config().to_diff_dict() == loaded.config.to_diff_dict()
+    tagger = pipeline("token-classification", model=str(tmp_path))  # asks for dtype="auto": as saved
+    assert torch.equal(tagger.model(input_ids=ids).logits, before)
     tensors = saved_tensors(tmp_path)
     assert not dense_tables(tensors, model.config.vocab_size, 32)
     assert tensors["bert.embeddings.word_embeddings.codes"] == ((model.config.vocab_size, 4), torch.uint8)
     assert tensors["bert.embeddings.word_embeddings.codebooks"] == ((4, 16, 8), torch.float32)
-    assert {"config.json", "asg.json", "tokenizer.json", WEIGHTS} <= set(sizes["files"])
-    meta = json.loads((tmp_path / "asg.json").read_text())
-    assert (meta["architecture"], meta["family"], meta["specs"]["input"]["k"]) == (
+    assert {"config.json", "tokenizer.json", WEIGHTS} <= set(sizes["files"])
+    assert "model.safetensors" not in sizes["files"]  # which every transformers model class would read
+    saved = exported_config(tmp_path)
+    assert (saved["model_type"], saved["architecture"], saved["family"], saved["specs"]["input"]["k"]) == (
+        "asg",
         "BertForTokenClassification",
         "token_classification",
         16,
     )
+    assert saved["base_config"]["model_type"] == "bert"
 
 
 @pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq"])
@@ -90,6 +121,8 @@ def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, no_unp
     assert type(loaded.get_input_embeddings()) is type(model.get_input_embeddings())
     assert loaded.get_input_embeddings().method == method
     assert torch.equal(loaded(input_ids=ids).logits, before)
+    auto = AutoModelForTokenClassification.from_pretrained(tmp_path / "export")
+    assert torch.equal(auto(input_ids=ids).logits, before)
     assert not dense_tables(saved_tensors(tmp_path / "export"), model.config.vocab_size, 32)
     assert sizes["dense_bytes"] == original
 
@@ -121,6 +154,10 @@ def test_mt5_round_trip_keeps_one_shared_embedding(tmp_path, tiny_dirs, no_unpic
         assert loaded.lm_head.embedding is shared
     assert torch.equal(loaded(input_ids=ids, labels=labels).logits, before)
     assert torch.equal(loaded.generate(input_ids=ids, **options), generated)
+    auto = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert isinstance(auto.lm_head, ASGOutputHead) == (head != "dense")
+    assert torch.equal(auto(input_ids=ids, labels=labels).logits, before)
+    assert torch.equal(auto.generate(input_ids=ids, **options), generated)
     tensors = saved_tensors(tmp_path)
     assert dense_tables(tensors, vocab, dim) == (["lm_head.weight"] if head == "dense" else [])
     codes = [name for name in tensors if name.endswith("codes")]
@@ -153,10 +190,91 @@ def test_minilm_round_trip_and_size_accounting(tmp_path, minilm_asg, minilm_dir,
 
 def test_loading_rejects_a_state_dict_of_other_shapes(tmp_path, minilm_asg):
     save_compressed(minilm_asg, tmp_path)
-    meta = json.loads((tmp_path / "asg.json").read_text())
-    meta["specs"]["input"]["k"] = 64
-    (tmp_path / "asg.json").write_text(json.dumps(meta))
+    saved = exported_config(tmp_path)
+    saved["specs"]["input"]["k"] = 64
+    (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(RuntimeError, match="codebooks"):
+        load_compressed(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, tiny_dirs) -> dict[str, Path]:
+    """A BERT token-classification export and an mT5 one, compressed as the pipeline compresses them."""
+    root = tmp_path_factory.mktemp("exports")
+    bert = load_model(str(tiny_dirs["mbert"]), "token_classification", labels=NER_LABELS)
+    apply_asg(bert, m=4, k=16, iters=2)
+    save_compressed(bert.eval(), root / "bert", family="token_classification")
+    mt5 = MT5ForConditionalGeneration.from_pretrained(tiny_dirs["mt5"])
+    apply_asg(mt5, m=4, k=16, iters=2)
+    save_compressed(mt5.eval(), root / "mt5", family="text_to_text")
+    return {"bert": root / "bert", "mt5": root / "mt5"}
+
+
+# transformers without asg: (loader, export, what its error says)
+UNREGISTERED = [
+    ("AutoConfig", "bert", "model type `asg`"),
+    ("AutoModel", "bert", "model type `asg`"),
+    ("AutoModelForTokenClassification", "bert", "model type `asg`"),
+    ("BertForTokenClassification", "bert", "asg.export.load_compressed"),
+    ("BertModel", "bert", "asg.export.load_compressed"),
+    ("MT5ForConditionalGeneration", "bert", "no file named model.safetensors"),
+    ("AutoModelForSeq2SeqLM", "mt5", "model type `asg`"),
+    ("MT5ForConditionalGeneration", "mt5", "asg.export.load_compressed"),
+    ("T5ForConditionalGeneration", "mt5", "no file named model.safetensors"),
+]
+TRY_LOADERS = """
+import json, sys
+import transformers
+errors = []
+for loader, path in json.loads(sys.argv[1]):
+    try:
+        getattr(transformers, loader).from_pretrained(path)
+        errors.append(None)
+    except Exception as err:
+        errors.append(f"{type(err).__name__}: {err}")
+print(json.dumps({"asg imported": "asg" in sys.modules, "errors": errors}))
+"""
+
+
+def test_transformers_alone_refuses_an_export(exports):
+    """Format 1 loaded with a random embedding and no error; now each loader raises, in an interpreter without asg."""
+    jobs = json.dumps([(loader, str(exports[name])) for loader, name, _ in UNREGISTERED])
+    done = subprocess.run([sys.executable, "-c", TRY_LOADERS, jobs], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert not result["asg imported"]
+    for (loader, name, expected), error in zip(UNREGISTERED, result["errors"], strict=True):
+        assert error is not None and expected in error, (loader, name, error)
+
+
+def test_registered_loaders_load_from_the_hub_cache(tmp_path, exports):
+    repo = tmp_path / "models--someone--tiny-asg"  # a Hub repo as huggingface_hub caches it
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(exports["mt5"], repo / "snapshots" / ("0" * 40))
+    auto = AutoModelForSeq2SeqLM.from_pretrained("someone/tiny-asg", cache_dir=tmp_path, local_files_only=True)
+    assert isinstance(auto.get_input_embeddings(), ASGEmbedding)
+    ids = ids_for(auto.config.vocab_size)
+    expected = load_compressed(exports["mt5"])(input_ids=ids, labels=ids).logits
+    assert torch.equal(auto(input_ids=ids, labels=ids).logits, expected)
+
+
+def test_registered_loaders_load_as_saved_or_refuse(exports):
+    # arguments that would be silently ignored are refused
+    with pytest.raises(TypeError, match="dtype"):
+        AutoModelForTokenClassification.from_pretrained(exports["bert"], dtype=torch.float16)
+    with pytest.raises(TypeError, match="config overrides"):
+        AutoModelForTokenClassification.from_pretrained(exports["bert"], num_labels=3)
+    with pytest.raises(ValueError, match="AutoModelForTokenClassification"):
+        AutoModelForSequenceClassification.from_pretrained(exports["bert"])
+    with pytest.raises(ValueError, match="asg.export.load_compressed"):  # a model class itself still refuses
+        BertForTokenClassification.from_pretrained(exports["bert"])
+
+
+def test_a_format_1_export_is_refused(tmp_path, exports):
+    """Format 1: the base model's own config.json beside asg.json (and model.safetensors)."""
+    (tmp_path / "config.json").write_text(json.dumps(exported_config(exports["bert"])["base_config"]))
+    (tmp_path / "asg.json").write_text("{}")
+    with pytest.raises(ValueError, match="format 1: re-export it"):
         load_compressed(tmp_path)
 
 
@@ -206,7 +324,13 @@ def test_cli_exports_a_run_from_its_checkpoint(tmp_path, tiny_dirs, shared_data,
     assert loaded.get_input_embeddings().k == 32 and loaded.config.id2label[1] == "B-PER"
     codebooks = state["model.bert.embeddings.word_embeddings.codebooks"]
     assert torch.equal(loaded.get_input_embeddings().codebooks, codebooks)
-    assert json.loads((out / "asg.json").read_text())["family"] == "token_classification"
+    assert exported_config(out)["family"] == "token_classification"
+
+
+def test_the_cli_runs_as_a_module_without_warnings():
+    """`import asg` registers the Auto classes without importing asg.export, which `-m` then runs as a script."""
+    command = [sys.executable, "-W", "error::RuntimeWarning", "-m", "asg.export", "--help"]
+    assert "usage:" in subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
 @pytest.mark.slow

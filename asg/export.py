@@ -184,6 +184,7 @@ def load_compressed(path: str | Path) -> PreTrainedModel:
     if head is not None and not config.tied_head and heads_tied(model):
         # the config may force tying (transformers 5 ties mT5 always) while the saved head had weights of its own
         head.weight = nn.Parameter(head.weight.detach().clone())
+        model.config.tie_word_embeddings = False  # so that no later tie_weights() ties it again
     install_specs(model, config.specs)
     _load_state(model, load_file(path / WEIGHTS))
     return model.eval()

@@ -154,6 +154,12 @@ def test_mt5_round_trip_keeps_one_shared_embedding(tmp_path, tiny_dirs, no_unpic
         assert loaded.lm_head.embedding is shared
     assert torch.equal(loaded(input_ids=ids, labels=labels).logits, before)
     assert torch.equal(loaded.generate(input_ids=ids, **options), generated)
+    if head == "dense":  # the forced tie_word_embeddings=True of the saved config must not tie it later
+        assert not loaded.config.tie_word_embeddings
+        head_weight = loaded.lm_head.weight
+        loaded.tie_weights()
+        assert loaded.lm_head.weight is head_weight
+        assert torch.equal(loaded(input_ids=ids, labels=labels).logits, before)
     auto = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
     assert isinstance(auto.lm_head, ASGOutputHead) == (head != "dense")
     assert torch.equal(auto(input_ids=ids, labels=labels).logits, before)

@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -19,7 +18,11 @@ log = logging.getLogger(__name__)
 
 
 class ASGOutputHead(nn.Module):
-    """An output projection whose (V, d) weight is rebuilt from a compressed embedding (ASG's codebooks)."""
+    """An output projection scored through a compressed embedding (ASG's codebooks), never through its (V, d) matrix.
+
+    `embedding.logits` uses the method's factorised form (per-sub-space scores gathered by the codes, or the low-rank
+    bottleneck). `weight` still rebuilds the matrix, for code that reads `head.weight` (transformers' tie checks).
+    """
 
     def __init__(self, embedding: CompressedEmbedding, bias: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -31,7 +34,10 @@ class ASGOutputHead(nn.Module):
         return self.embedding.dense_weight()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (..., d) -> (..., V)
-        return F.linear(hidden, self.weight.to(hidden.dtype), self.bias)
+        logits = self.embedding.logits(hidden)
+        if self.bias is None:
+            return logits
+        return logits.add_(self.bias.to(logits.dtype))  # in place: a second (..., V) tensor is what this head avoids
 
 
 def heads_tied(model: PreTrainedModel) -> bool:
@@ -83,7 +89,7 @@ def fit_compression(
 
     start = time.perf_counter()
     embedding = build(dense.weight, dense.padding_idx)
-    embedding.fit_seconds = time.perf_counter() - start
+    embedding.fit_seconds, embedding.fit_device = time.perf_counter() - start, str(device)
     head = model.get_output_embeddings()
     head_embedding = None
     if head is not None and not heads_tied(model) and settings.get("compress_head"):
@@ -109,7 +115,7 @@ def install(
     model.set_input_embeddings(embedding.to(device, dtype))
     stats: dict[str, Any] = {"method": embedding.method, **embedding.stats()}
     if getattr(embedding, "fit_seconds", None) is not None:
-        stats["fit_seconds"] = round(embedding.fit_seconds, 3)
+        stats["fit_seconds"], stats["fit_device"] = round(embedding.fit_seconds, 3), embedding.fit_device
     head = model.get_output_embeddings()
     if tied:
         model.set_output_embeddings(ASGOutputHead(embedding, getattr(head, "bias", None)))

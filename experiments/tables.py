@@ -3,47 +3,50 @@
     python -m experiments.tables outputs multirun --out experiments/results/tables [--no-plot]
 
 Each RUN_DIR is a run directory or any folder above run directories (searched recursively for metrics.json).
-Only each run's `metrics.json` is read, and its `.hydra/config.yaml` for what older files lack (`seed`, `metric`).
+A run is its `metrics.json` and the `.hydra/config.yaml` beside it.
 
 Written to --out:
   main.{md,tex,csv}                 one row per model x task x transfer x method x setting: the primary test score
-                                    (test/avg/<metric>), the dense base (`asg.method=none`, same model x task x
-                                    transfer), score / base in %, kept parameters and bytes of the embedding, seeds
+                                    (test/avg/<metric>), the dense base, score / base in %, kept parameters and
+                                    bytes of the embedding, seeds
   lang_<task>_<model>.{md,tex,csv}  one per task x model, a table per transfer: rows = test languages (+ avg), a
                                     column per method and setting, and score / base in % per language where a base
                                     exists
   pareto_<task>_<model>.png         relative score against kept bytes (log x), one line per method; only where a
                                     base and at least one compressed run exist (skip with --no-plot)
 
+Runs are pooled as seeds only when their whole configuration is the same but for IGNORED_KEYS, the keys that
+cannot change a result (the seed, where and how a run is recorded, display text); a dense base (`asg.method=none`)
+must match its rows in everything but `asg`, else the base is missing. A row's setting tells it apart from the
+other rows of its model x task x transfer: m / k / rank from the fitted compression's stats (else from `asg`),
+`asg.budget_pct` when set, the `asg` keys that differ between that method's runs, then each other config key that
+differs between the runs (e.g. `m=8 k=1024 asg.codebook_lr_scale=1 optimizer.lr=5e-05`; `key=—` where a run
+lacks the key). Runs that differ only in lr are therefore two rows, and never each other's base.
+
 Repeated configurations (seeds) are shown as mean ± sample standard deviation; with a single run the ± part is
 left out. Relative % is the ratio of the means. A missing value is `—` in markdown, `---` in LaTeX and an empty
 field in CSV; it is never filled in. Run notes (e.g. stand-in training data) are listed under the tables, and so
-are caveats found while grouping: runs of one cell or its base evaluated on different languages or trained on
-different sample counts, and seeds that repeat within a cell.
-
-A row's setting is m / k / rank from the fitted compression's stats (else from the `asg` config), `asg.budget_pct`
-when set, and every other `asg` key that differs between runs of the same model x task x transfer x method (e.g.
-codebook_lr_scale), so different configurations are never pooled as seeds. A metrics.json that cannot be read
-(e.g. without `metric` and without a config) is skipped with a warning, and listed under the main table.
+are caveats: runs of one cell or its base evaluated on different languages or trained on different sample counts,
+and seeds that repeat within a cell. A run that cannot be read (e.g. without `.hydra/config.yaml`) is skipped
+with a warning, and listed under the main table.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import re
-import statistics
 import sys
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import cycle
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from asg.results import write_bytes_atomic, write_text_atomic
 from experiments.runner import RESULTS
@@ -52,88 +55,21 @@ DEFAULT_OUT = RESULTS / "tables"
 BASE_METHOD = "none"
 # Keys naming a compression's size; taken from the fitted compression's stats (what was built), else from `asg`.
 STRUCTURE_KEYS = ("m", "k", "rank")
-# asg keys that cannot change a result; any other asg key that differs between runs splits them into rows.
-IGNORED_ASG_KEYS = {"method", "seed", "progress", "cache_dir"}
+# Config keys (with the keys below them) that cannot change a result. `callbacks` is not one: a callback such as
+# EarlyStopping changes training. `data.dir` becomes where the data came from: the Hub or a local copy.
+IGNORED_KEYS = (
+    *("seed", "asg.seed"),  # what a cell pools over (asg.seed is ${seed})
+    *("hydra", "paths", "logger", "resume", "resume_sweep", "checkpoint"),  # how a run is recorded or continued
+    *("trainer.default_root_dir", "trainer.enable_checkpointing", "trainer.enable_progress_bar"),
+    *("trainer.enable_model_summary", "trainer.log_every_n_steps"),
+    *("data.num_workers", "asg.progress"),  # loader processes, console output
+    *("asg.cache_dir", "model.name_or_path", "model.local_only"),  # where files are, whether the Hub may be asked
+    *("model.label", "model.hint", "task.label"),  # display text
+)
+FAMILY = ["task", "model", "transfer", "metric"]  # rows that are compared with each other and share a base
+UNSET = "—"  # a config key a run does not have
 MISSING = {"md": "—", "tex": "---", "csv": ""}
 SCORE_DECIMALS, KEPT_DECIMALS = 2, 3
-
-
-@dataclass(frozen=True)
-class Run:
-    path: Path
-    task: str
-    model: str
-    model_label: str
-    transfer: str
-    metric: str
-    method: str
-    seed: int | None
-    scores: Mapping[str, float]
-    params_kept_pct: float | None
-    bytes_kept_pct: float | None
-    train_samples: int | None
-    notes: tuple[str, ...]
-    structure: tuple[tuple[str, Any], ...]  # the size keys, e.g. (("m", 8), ("k", 1024))
-    asg: Mapping[str, Any]
-
-    def score(self, lang: str = "avg") -> float | None:
-        return self.scores.get(f"test/{lang}/{self.metric}")
-
-    @property
-    def languages(self) -> tuple[str, ...]:
-        pattern = re.compile(rf"test/([^/]+)/{re.escape(self.metric)}")
-        found = (pattern.fullmatch(key) for key in self.scores)
-        return tuple(sorted(m.group(1) for m in found if m and m.group(1) != "avg"))
-
-
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float | None  # None with a single run
-    n: int
-
-
-@dataclass
-class Cell:
-    """The runs of one configuration (seeds pooled), with its base cell where one exists."""
-
-    task: str
-    model: str
-    model_label: str
-    transfer: str
-    metric: str
-    method: str
-    setting: str
-    order: tuple
-    runs: list[Run]
-    base: Cell | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} ({self.setting})" if self.method == BASE_METHOD else f"{self.method} {self.setting}"
-
-    @property
-    def where(self) -> str:
-        return f"{self.task} / {self.model_label} / {self.transfer}"
-
-    def stat(self, lang: str = "avg") -> Stat | None:
-        values = [s for s in (run.score(lang) for run in self.runs) if s is not None]
-        if not values:
-            return None
-        return Stat(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
-
-    def relative(self, lang: str = "avg") -> float | None:
-        """Score / base score in %, from the means; None without a base or a score."""
-        if self.base is None:
-            return None
-        score, base = self.stat(lang), self.base.stat(lang)
-        if score is None or base is None or base.mean == 0:
-            return None
-        return 100 * score.mean / base.mean
-
-    def kept(self, key: str) -> float | None:
-        values = [v for v in (getattr(run, key) for run in self.runs) if v is not None]
-        return statistics.fmean(values) if values else None
 
 
 # ---------------------------------------------------------------- reading
@@ -150,26 +86,57 @@ def find_metrics(dirs: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def _config_value(config: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    # an unresolved interpolation is not a value
-    return None if isinstance(value, str) and "${" in value else value
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: leaf}; lists and empty mappings are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
-def load_run(path: Path) -> Run:
-    """One run from its metrics.json; `seed`, `metric`, label and transfer fall back to `.hydra/config.yaml`."""
+def _ignored(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in IGNORED_KEYS)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}" if float(f"{value:g}") == value else repr(value)  # short unless that drops digits
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _comparable(cfg: Any, metrics: Mapping[str, Any], method: str) -> dict[str, str]:
+    """The resolved config as {dotted key: value text}, without IGNORED_KEYS (and without `asg` for a dense run).
+
+    Hydra saves the config unresolved, so `asg` and the data source come from what metrics.json recorded at run
+    time; ignored keys are blanked before resolving, so that their copies by interpolation (e.g.
+    task.datamodule.num_workers: ${data.num_workers}) compare equal too.
+    """
+    if metrics.get("asg"):
+        OmegaConf.update(cfg, "asg", metrics["asg"], merge=True)
+    data = metrics.get("data")  # which folder held a local copy cannot change a result; the Hub instead can
+    OmegaConf.update(cfg, "data.dir", data if data in (None, "hub") else "local copy")
+    for key in filter(_ignored, _flatten(OmegaConf.to_container(cfg))):
+        OmegaConf.update(cfg, key, None)
+    return {
+        key: _value_text(value)
+        for key, value in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        if not _ignored(key) and not (method == BASE_METHOD and key.startswith("asg."))
+    }
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    """One run from its metrics.json and `.hydra/config.yaml` (which older files' `seed` and `metric` come from)."""
     metrics = json.loads(path.read_text(encoding="utf-8"))
     config_path = path.parent / ".hydra" / "config.yaml"
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    config = config or {}
-    transfer = metrics.get("transfer") or {}
+    if not config_path.is_file():
+        raise ValueError(f"{path}: no {config_path}, so nothing tells which runs are the same experiment")
+    cfg = OmegaConf.load(config_path)
 
     def pick(value: Any, dotted: str) -> Any:
-        return value if value is not None else _config_value(config, dotted)
+        return value if value is not None else OmegaConf.select(cfg, dotted, throw_on_resolution_failure=False)
 
     metric = pick(metrics.get("metric"), "task.metric")
     if metric is None:
@@ -180,147 +147,170 @@ def load_run(path: Path) -> Run:
         raise ValueError(f"{path}: no compression.method or asg.method")
     asg = {} if method == BASE_METHOD else dict(metrics.get("asg") or {})
     source = compression if any(key in compression for key in STRUCTURE_KEYS) else asg
-    transfer_name = pick(transfer.get("name"), "transfer.name")
-    train_lang = pick(transfer.get("train_lang"), "transfer.train_lang")
-    seed = pick(metrics.get("seed"), "seed")
-    return Run(
-        path=path,
-        task=metrics["task"],
-        model=metrics["model"],
-        model_label=pick(metrics.get("model_label"), "model.label") or metrics["model"],
-        transfer=f"{transfer_name} ({train_lang})" if train_lang else str(transfer_name or "unknown"),
-        metric=metric,
-        method=method,
-        seed=int(seed) if seed is not None else None,
-        scores={key: float(value) for key, value in (metrics.get("scores") or {}).items()},
-        params_kept_pct=compression.get("params_kept_pct"),
-        bytes_kept_pct=compression.get("bytes_kept_pct"),
-        train_samples=metrics.get("train_samples"),
-        notes=tuple(metrics.get("notes") or ()),
-        structure=tuple((key, source[key]) for key in STRUCTURE_KEYS if source.get(key) is not None),
-        asg=asg,
+    size = [(key, source[key]) for key in STRUCTURE_KEYS if source.get(key) is not None]
+    size += [("budget_pct", asg["budget_pct"])] if asg.get("budget_pct") is not None else []
+    transfer = {k: pick((metrics.get("transfer") or {}).get(k), f"transfer.{k}") for k in ("name", "train_lang")}
+    transfer_text = str(transfer["name"] or "unknown") + (
+        f" ({transfer['train_lang']})" if transfer["train_lang"] else ""
     )
+    seed = pick(metrics.get("seed"), "seed")
+    pattern = re.compile(rf"test/([^/]+)/{re.escape(metric)}")
+    scores = {m.group(1): float(v) for k, v in (metrics.get("scores") or {}).items() if (m := pattern.fullmatch(k))}
+    return {
+        "path": str(path),
+        "task": metrics["task"],
+        "model": metrics["model"],
+        "model_label": pick(metrics.get("model_label"), "model.label") or metrics["model"],
+        "transfer": transfer_text,
+        "metric": metric,
+        "method": method,
+        "seed": int(seed) if seed is not None else None,
+        "scores": scores,  # language (and avg) -> test score
+        "languages": ", ".join(sorted(lang for lang in scores if lang != "avg")),
+        "params_kept_pct": compression.get("params_kept_pct"),
+        "bytes_kept_pct": compression.get("bytes_kept_pct"),
+        "train_samples": metrics.get("train_samples"),
+        "notes": tuple(metrics.get("notes") or ()),
+        "size": [(key, _value_text(value)) for key, value in size],
+        "config": _comparable(cfg, metrics, method),  # last: it rewrites cfg
+    }
 
 
 # ---------------------------------------------------------------- grouping
 
 
-def _value_text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def _order_value(value: Any) -> tuple:
+def _order_value(text: str) -> tuple:
     # numbers in numeric order, anything else after them by its text
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return (0, value, "") if number else (1, 0, _value_text(value))
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0, text)
 
 
-def group(runs: list[Run]) -> list[Cell]:
-    """Pool runs that differ only in seed into cells, attach each cell's base, and sort them."""
-    families: dict[tuple, list[Run]] = defaultdict(list)
-    for run in runs:
-        families[(run.task, run.model, run.transfer, run.metric, run.method)].append(run)
-
-    cells: dict[tuple, Cell] = {}
-    for family_key, members in families.items():
-        asg_keys = sorted({key for run in members for key in run.asg} - IGNORED_ASG_KEYS - set(STRUCTURE_KEYS))
-        # settings other than the size that this family sweeps, e.g. codebook_lr_scale, become part of the row
-        varying = [k for k in asg_keys if len({_value_text(run.asg.get(k)) for run in members}) > 1]
-        for run in members:
-            items = list(run.structure)
-            if run.asg.get("budget_pct") is not None and "budget_pct" not in varying:
-                items.append(("budget_pct", run.asg["budget_pct"]))
-            items += [(k, run.asg.get(k)) for k in varying]
-            setting = " ".join(f"{k}={_value_text(v)}" for k, v in items) or "dense"
-            order = tuple((k, *_order_value(v)) for k, v in items)
-            key = (*family_key, setting)
-            if key not in cells:
-                cells[key] = Cell(
-                    run.task, run.model, run.model_label, run.transfer, run.metric, run.method, setting, order, []
-                )
-            cells[key].runs.append(run)
-
-    bases = {(c.task, c.model, c.transfer, c.metric): c for c in cells.values() if c.method == BASE_METHOD}
-    for cell in cells.values():
-        cell.base = bases.get((cell.task, cell.model, cell.transfer, cell.metric))
-    for cell in cells.values():
-        cell.runs.sort(key=lambda r: (r.seed is None, r.seed or 0, str(r.path)))
-
-    def sort_key(c: Cell) -> tuple:
-        return (c.task, c.model_label, c.model, c.transfer, c.metric, c.method != BASE_METHOD, c.method, c.order)
-
-    return sorted(cells.values(), key=sort_key)
+def _items_text(items: Iterable[tuple[str, str]]) -> str:
+    return " ".join(f"{key}={value}" for key, value in items)
 
 
-def _differences(cell: Cell, attr: Callable[[Run], Any], what: str) -> list[str]:
-    """A caveat when the cell's runs, or the cell and its base, disagree on `attr`."""
-    own = {attr(run) for run in cell.runs}
-    if len(own) > 1:
-        return [f"{cell.where}: {cell.label} runs differ in {what} ({'; '.join(sorted(map(str, own)))})"]
-    if cell.base is None or cell.base is cell:
-        return []
-    base = {attr(run) for run in cell.base.runs}
-    if len(base) == 1 and base != own:
-        return [f"{cell.where}: {cell.label} differs from its base in {what} ({own.pop()} vs {base.pop()})"]
-    return []
+def group(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The runs, each with its `setting`, `cell` (numbered in table order; the seeds of one configuration share a
+    cell) and `base` (its dense base's cell, missing without one)."""
+    runs = pd.DataFrame(records, dtype=object)
+    config = pd.DataFrame(list(runs.config), index=runs.index).fillna(UNSET).sort_index(axis=1)
+    family = [runs[c] for c in FAMILY]
+    is_asg = config.columns.str.startswith("asg.")
+    # asg keys that differ between one method's runs, other keys that differ between any runs of the family
+    varies = pd.concat(
+        [
+            config.loc[:, is_asg].groupby([*family, runs.method]).transform("nunique") > 1,
+            config.loc[:, ~is_asg].groupby(family).transform("nunique") > 1,
+        ],
+        axis=1,
+    ).drop(columns=["asg.budget_pct", *(f"asg.{key}" for key in STRUCTURE_KEYS)], errors="ignore")  # in the size
+    varying = [[(key, config.at[i, key]) for key in varies.columns[varies.loc[i]]] for i in runs.index]
+    runs["experiment"] = [_items_text((k, v) for k, v in kv if not k.startswith("asg.")) for kv in varying]
+    runs["setting"] = [
+        f"{_items_text(size) or 'dense'} {_items_text(kv)}".strip()
+        for size, kv in zip(runs["size"], varying, strict=True)
+    ]
+    order = [tuple((k, *_order_value(v)) for k, v in size + kv) for size, kv in zip(runs["size"], varying, strict=True)]
+    keys = [
+        (r.task, r.model_label, r.model, r.transfer, r.metric, r.method != BASE_METHOD, r.method, o, r.setting)
+        for r, o in zip(runs.itertuples(), order, strict=True)
+    ]
+    number = {key: i for i, key in enumerate(sorted(set(keys)))}
+    runs["cell"] = [number[key] for key in keys]
+    bases = runs.loc[runs.method == BASE_METHOD, [*FAMILY, "experiment", "cell"]]
+    bases = bases.drop_duplicates([*FAMILY, "experiment"]).rename(columns={"cell": "base"})
+    runs = runs.merge(bases, on=[*FAMILY, "experiment"], how="left")
+    return runs.sort_values(["cell", "seed", "path"]).reset_index(drop=True)
 
 
-def caveats(cells: list[Cell]) -> list[str]:
+def _distinct(values: pd.Series) -> tuple[str, ...]:
+    return tuple(sorted(set(map(str, values))))
+
+
+def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell, in table order: what its runs share, their mean kept %, seeds, notes and caveats."""
+    scored_seed = runs.seed.where(runs.scores.map(lambda s: "avg" in s))
+    cells = (
+        runs.assign(scored_seed=scored_seed)
+        .groupby("cell")
+        .agg(
+            **{c: (c, "first") for c in [*FAMILY, "model_label", "method", "setting", "base"]},
+            params_kept_pct=("params_kept_pct", lambda s: s.astype(float).mean()),
+            bytes_kept_pct=("bytes_kept_pct", lambda s: s.astype(float).mean()),
+            n_runs=("path", "size"),
+            seeds=("scored_seed", lambda s: " ".join(map(str, s.dropna())) or None),
+            unseeded=("seed", lambda s: s.isna().any()),
+            repeated=("seed", lambda s: tuple(sorted(k for k, n in s.dropna().value_counts().items() if n > 1))),
+            notes=("notes", lambda s: tuple(sorted(set().union(*s)))),
+            languages=("languages", _distinct),
+            train_samples=("train_samples", _distinct),
+        )
+    )
+    base = cells.method == BASE_METHOD
+    cells["label"] = (cells.method + " (" + cells.setting + ")").where(base, cells.method + " " + cells.setting)
+    cells["where"] = cells.task + " / " + cells.model_label + " / " + cells.transfer
+    cells["caveats"] = [_caveats(cell, cells) for cell in cells.itertuples()]
+    return cells
+
+
+def _caveats(cell: Any, cells: pd.DataFrame) -> list[str]:
+    """Where the cell's runs, or the cell and its base, disagree on what was evaluated or trained on."""
     found = []
-    for cell in cells:
-        found += _differences(cell, lambda r: ", ".join(r.languages), "evaluated languages")
-        found += _differences(cell, lambda r: r.train_samples, "training samples")
-        repeated = sorted(s for s, n in Counter(r.seed for r in cell.runs if r.seed is not None).items() if n > 1)
-        if repeated:
-            found.append(f"{cell.where}: {cell.label} repeats seed(s) {', '.join(map(str, repeated))}")
-        if any(run.seed is None for run in cell.runs):
-            found.append(f"{cell.where}: {cell.label} has run(s) with no recorded seed")
+    base = None if pd.isna(cell.base) or cell.base == cell.Index else cells.loc[cell.base]
+    for column, what in (("languages", "evaluated languages"), ("train_samples", "training samples")):
+        own = getattr(cell, column)
+        if len(own) > 1:
+            found.append(f"{cell.where}: {cell.label} runs differ in {what} ({'; '.join(own)})")
+        elif base is not None and len(base[column]) == 1 and base[column] != own:
+            found.append(f"{cell.where}: {cell.label} differs from its base in {what} ({own[0]} vs {base[column][0]})")
+    if cell.repeated:
+        found.append(f"{cell.where}: {cell.label} repeats seed(s) {', '.join(map(str, cell.repeated))}")
+    if cell.unseeded:
+        found.append(f"{cell.where}: {cell.label} has run(s) with no recorded seed")
     return found
 
 
-def notes(cells: list[Cell]) -> list[str]:
-    """Each distinct run note once, followed by where it applies."""
-    where: dict[str, set[str]] = defaultdict(set)
-    for cell in cells:
-        for run in cell.runs:
-            for note in run.notes:
-                where[note].add(f"{run.task} / {run.model_label}")
-    return [f"{note} ({'; '.join(sorted(places))})" for note, places in sorted(where.items())]
+def statistics(runs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and language (avg last): number, mean and sample std of the runs' scores, the base's mean and
+    std, and the mean as % of the base's mean."""
+    scores = pd.DataFrame(
+        [(r.cell, lang, score) for r in runs.itertuples() for lang, score in r.scores.items()],
+        columns=["cell", "lang", "score"],
+    )
+    languages = [*sorted(set(scores.lang) - {"avg"}), "avg"]
+    grid = pd.MultiIndex.from_product([cells.index, languages], names=["cell", "lang"])
+    stats = scores.groupby(["cell", "lang"]).score.agg(n="count", mean="mean", std="std").reindex(grid)
+    stats["n"] = stats.n.fillna(0).astype(int)
+    base = stats[["mean", "std"]].add_prefix("base_")
+    stats = stats.join(cells.base, on="cell").join(base, on=["base", "lang"]).drop(columns="base")
+    stats["rel"] = 100 * stats["mean"] / stats.base_mean.where(stats.base_mean != 0)
+    return stats
 
 
 # ---------------------------------------------------------------- rendering
 
 
-@dataclass
-class Table:
-    columns: list[str]
-    align: str  # one LaTeX alignment letter per column
-    rows: list[list[str | None]]  # None is a missing value
+def _num(value: Any, decimals: int = SCORE_DECIMALS) -> str | None:
+    return None if pd.isna(value) else f"{value:.{decimals}f}"
 
 
-def _num(value: float | None, decimals: int) -> str | None:
-    return None if value is None else f"{value:.{decimals}f}"
-
-
-def _stat_text(stat: Stat | None, full_n: int | None = None) -> str | None:
-    if stat is None:
+def _stat_text(mean: float, std: float, n: int | None = None, full_n: int | None = None) -> str | None:
+    if pd.isna(mean):
         return None
-    text = f"{stat.mean:.{SCORE_DECIMALS}f}"
-    if stat.std is not None:
-        text += f" ± {stat.std:.{SCORE_DECIMALS}f}"
-    if full_n is not None and stat.n < full_n:
-        text += f" (n={stat.n})"  # fewer of the column's runs have this language
-    return text
+    text = _num(mean) + ("" if pd.isna(std) else f" ± {_num(std)}")
+    return text + (f" (n={n})" if full_n is not None and n < full_n else "")  # fewer of the column's runs had it
 
 
-def to_markdown(table: Table) -> str:
-    def row(cells: Iterable[str | None]) -> str:
-        return "| " + " | ".join(MISSING["md"] if c is None else c.replace("|", "\\|") for c in cells) + " |"
+def to_markdown(table: pd.DataFrame, left: int) -> str:
+    """`left` columns left-aligned, the others right-aligned."""
 
-    rule = "|" + "|".join("---:" if a == "r" else "---" for a in table.align) + "|"
-    return "\n".join([row(table.columns), rule, *map(row, table.rows)]) + "\n"
+    def row(cells: Iterable[Any]) -> str:
+        return "| " + " | ".join(MISSING["md"] if pd.isna(c) else c.replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join(["---"] * left + ["---:"] * (table.shape[1] - left)) + "|"
+    return "\n".join([row(table.columns), rule, *map(row, table.itertuples(index=False))]) + "\n"
 
 
 _TEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
@@ -337,20 +327,17 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_SPECIAL.get(c, c) for c in text)
 
 
-def to_tex(table: Table) -> str:
-    def row(cells: Iterable[str | None]) -> str:
-        return " & ".join(MISSING["tex"] if c is None else tex_escape(c) for c in cells) + r" \\"
+def to_tex(table: pd.DataFrame, left: int) -> str:
+    def row(cells: Iterable[Any]) -> str:
+        return " & ".join(MISSING["tex"] if pd.isna(c) else tex_escape(c) for c in cells) + r" \\"
 
-    lines = [rf"\begin{{tabular}}{{{table.align}}}", r"\toprule", row(table.columns), r"\midrule"]
-    return "\n".join([*lines, *map(row, table.rows), r"\bottomrule", r"\end{tabular}"]) + "\n"
+    align = "l" * left + "r" * (table.shape[1] - left)
+    lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", row(table.columns), r"\midrule"]
+    return "\n".join([*lines, *map(row, table.itertuples(index=False)), r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
-def to_csv(table: Table) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(table.columns)
-    writer.writerows([MISSING["csv"] if c is None else c for c in row] for row in table.rows)
-    return out.getvalue()
+def to_csv(table: pd.DataFrame) -> str:
+    return table.to_csv(index=False, lineterminator="\n")
 
 
 def _md_list(title: str, items: Sequence[str]) -> str:
@@ -369,125 +356,84 @@ def _document(blocks: Iterable[str]) -> str:
     return "\n\n".join(b.strip("\n") for b in blocks if b) + "\n"
 
 
+def notes(cells: pd.DataFrame) -> list[str]:
+    """Each distinct run note once, followed by where it applies."""
+    rows = cells.explode("notes").dropna(subset=["notes"])
+    places = (rows.task + " / " + rows.model_label).groupby(rows.notes).agg(lambda s: "; ".join(sorted(set(s))))
+    return [f"{note} ({where})" for note, where in places.items()]
+
+
+def caveats(cells: pd.DataFrame) -> list[str]:
+    return [c for found in cells.caveats for c in found]
+
+
 # ---------------------------------------------------------------- tables
 
 
-# (header, LaTeX alignment) of the main table as shown, and the columns of main.csv
-MAIN_COLUMNS = (
-    ("model", "l"), ("task", "l"), ("transfer", "l"), ("metric", "l"), ("method", "l"), ("setting", "l"),
-    ("score", "r"), ("base", "r"), ("rel. %", "r"), ("params kept %", "r"), ("bytes kept %", "r"), ("n seeds", "r"),
-)  # fmt: skip
-MAIN_CSV_COLUMNS = (
-    "model model_label task transfer metric method setting score_mean score_std base_mean base_std relative_pct "
-    "params_kept_pct bytes_kept_pct n_seeds seeds notes"
-).split()
+# header in main.{md,tex} -> the column of main.csv it shows (score and base: mean ± std)
+MAIN_COLUMNS = {
+    "model": "model_label", "task": "task", "transfer": "transfer", "metric": "metric", "method": "method",
+    "setting": "setting", "score": "score", "base": "base", "rel. %": "relative_pct",
+    "params kept %": "params_kept_pct", "bytes kept %": "bytes_kept_pct", "n seeds": "n_seeds",
+}  # fmt: skip
 
 
-def main_tables(cells: list[Cell]) -> tuple[Table, Table]:
+def main_tables(cells: pd.DataFrame, stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(display table for md / tex, data table for csv) with one row per cell."""
-    display = Table([name for name, _ in MAIN_COLUMNS], "".join(align for _, align in MAIN_COLUMNS), [])
-    data = Table(list(MAIN_CSV_COLUMNS), "", [])
-    for c in cells:
-        score, base = c.stat(), c.base.stat() if c.base else None
-        common = {
-            "task": c.task,
-            "transfer": c.transfer,
-            "metric": c.metric,
-            "method": c.method,
-            "setting": c.setting,
-            "rel. %": _num(c.relative(), SCORE_DECIMALS),
-            "params kept %": _num(c.kept("params_kept_pct"), KEPT_DECIMALS),
-            "bytes kept %": _num(c.kept("bytes_kept_pct"), KEPT_DECIMALS),
-            "n seeds": str(score.n) if score else "0",
-        }
-        shown = common | {"model": c.model_label, "score": _stat_text(score), "base": _stat_text(base)}
-        display.rows.append([shown[name] for name in display.columns])
-        raw = common | {
-            "model": c.model,
-            "model_label": c.model_label,
-            "score_mean": _num(score.mean if score else None, SCORE_DECIMALS),
-            "score_std": _num(score.std if score else None, SCORE_DECIMALS),
-            "base_mean": _num(base.mean if base else None, SCORE_DECIMALS),
-            "base_std": _num(base.std if base else None, SCORE_DECIMALS),
-            "relative_pct": common["rel. %"],
-            "params_kept_pct": common["params kept %"],
-            "bytes_kept_pct": common["bytes kept %"],
-            "n_seeds": common["n seeds"],
-            "seeds": " ".join(str(r.seed) for r in c.runs if r.seed is not None and r.score() is not None) or None,
-            "notes": " | ".join(sorted({note for r in c.runs for note in r.notes})) or None,
-        }
-        data.rows.append([raw[name] for name in data.columns])
-    return display, data
+    t = cells.join(stats.xs("avg", level="lang"))
+    data = t[["model", "model_label", "task", "transfer", "metric", "method", "setting"]].assign(
+        score_mean=t["mean"].map(_num),
+        score_std=t["std"].map(_num),
+        base_mean=t.base_mean.map(_num),
+        base_std=t.base_std.map(_num),
+        relative_pct=t.rel.map(_num),
+        params_kept_pct=t.params_kept_pct.map(lambda v: _num(v, KEPT_DECIMALS)),
+        bytes_kept_pct=t.bytes_kept_pct.map(lambda v: _num(v, KEPT_DECIMALS)),
+        n_seeds=t.n.map(str),
+        seeds=t.seeds,
+        notes=t.notes.map(lambda notes: " | ".join(notes) or None),
+    )
+    display = data.assign(
+        score=[_stat_text(m, s) for m, s in zip(t["mean"], t["std"], strict=True)],
+        base=[_stat_text(m, s) for m, s in zip(t.base_mean, t.base_std, strict=True)],
+    )
+    return display[list(MAIN_COLUMNS.values())].set_axis(list(MAIN_COLUMNS), axis=1), data
 
 
-def _views(cells: list[Cell]) -> dict[tuple[str, str], dict[tuple[str, str], list[Cell]]]:
-    """task x model -> (transfer, metric) -> cells, in table order."""
-    views: dict[tuple[str, str], dict[tuple[str, str], list[Cell]]] = defaultdict(lambda: defaultdict(list))
-    for c in cells:
-        views[(c.task, c.model)][(c.transfer, c.metric)].append(c)
-    return views
-
-
-def language_tables(cells: list[Cell]) -> tuple[Table, Table]:
+def language_tables(view: pd.DataFrame, stats: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One transfer x metric of one task x model: (display table, data table); rows are languages, then avg."""
-    languages = sorted({lang for c in cells for run in c.runs for lang in run.languages}) + ["avg"]
-    display = Table(["language"], "l", [[lang] for lang in languages])
-    transfer, metric = cells[0].transfer, cells[0].metric
-    data = Table(["transfer", "metric", "language"], "", [[transfer, metric, lang] for lang in languages])
-    for c in cells:
-        with_rel = c.base is not None and c is not c.base
-        display.columns.append(c.label)
-        data.columns += [f"{c.label} mean", f"{c.label} std", f"{c.label} n"]
-        if with_rel:
-            display.columns.append(f"{c.label} rel. %")
-            data.columns.append(f"{c.label} relative_pct")
-        display.align += "rr" if with_rel else "r"
-        full_n = len(c.runs)
-        for lang, shown, row in zip(languages, display.rows, data.rows, strict=True):
-            stat, rel = c.stat(lang), _num(c.relative(lang), SCORE_DECIMALS) if with_rel else None
-            shown.append(_stat_text(stat, full_n))
-            if stat is None:
-                row += [None, None, "0"]
-            else:
-                row += [_num(stat.mean, SCORE_DECIMALS), _num(stat.std, SCORE_DECIMALS), str(stat.n)]
-            if with_rel:
-                shown.append(rel)
-                row.append(rel)
-    return display, data
-
-
-def _merge_csv(tables: list[Table]) -> Table:
-    """Several views' data tables as one, over the union of their columns."""
-    columns: list[str] = []
-    for t in tables:
-        columns += [c for c in t.columns if c not in columns]
-    rows = [[dict(zip(t.columns, row, strict=True)).get(c) for c in columns] for t in tables for row in t.rows]
-    return Table(columns, "", rows)
+    counts = stats.n.loc[view.index].groupby(level="lang", sort=False).sum()
+    languages = [lang for lang, n in counts.items() if n and lang != "avg"] + ["avg"]
+    shown: dict[str, list] = {"language": languages}
+    data: dict[str, list] = {"transfer": [view.transfer.iat[0]] * len(languages)}
+    data |= {"metric": [view.metric.iat[0]] * len(languages), "language": languages}
+    for c in view.itertuples():
+        rows = stats.loc[c.Index].loc[languages]
+        shown[c.label] = [_stat_text(r.mean, r.std, r.n, c.n_runs) for r in rows.itertuples()]
+        data[f"{c.label} mean"] = rows["mean"].map(_num).tolist()
+        data[f"{c.label} std"] = rows["std"].map(_num).tolist()
+        data[f"{c.label} n"] = rows.n.map(str).tolist()
+        if not pd.isna(c.base) and c.base != c.Index:
+            shown[f"{c.label} rel. %"] = data[f"{c.label} relative_pct"] = rows.rel.map(_num).tolist()
+    return pd.DataFrame(shown), pd.DataFrame(data)
 
 
 # ---------------------------------------------------------------- plot
 
 
-def pareto_plot(cells: list[Cell], title: str) -> bytes | None:
+def pareto_plot(cells: pd.DataFrame, stats: pd.DataFrame, title: str) -> bytes | None:
     """PNG of relative score against kept bytes (log x), one line per method; None without a base or a point."""
-    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    several_transfers = len({c.transfer for c in cells}) > 1
-    several_metrics = len({c.metric for c in cells}) > 1
-    for c in cells:
-        if c.method == BASE_METHOD or c.base is None:
-            continue
-        x, y = c.kept("bytes_kept_pct"), c.relative()
-        if x is not None and y is not None and x > 0:
-            name = (
-                c.method
-                + (f", {c.transfer}" if several_transfers else "")
-                + (f", {c.metric}" if several_metrics else "")
-            )
-            points[name].append((x, y))
+    points: dict[str, list[tuple[float, float]]] = {}
+    several_transfers, several_metrics = cells.transfer.nunique() > 1, cells.metric.nunique() > 1
+    for c in cells[cells.method != BASE_METHOD].itertuples():
+        x, y = c.bytes_kept_pct, stats.rel[c.Index, "avg"]
+        if not pd.isna(y) and x > 0:  # y is missing without a base
+            name = ", ".join([c.method] + [c.transfer] * several_transfers + [c.metric] * several_metrics)
+            points.setdefault(name, []).append((x, y))
     if not points:
         return None
-    bases = {id(c.base): c.base for c in cells if c.base is not None and c.base.stat() is not None}
-    base_x = [x for x in (b.kept("bytes_kept_pct") for b in bases.values()) if x is not None and x > 0]
+    bases = cells[cells.index.isin(cells.base)].bytes_kept_pct
+    base_x = [x for c, x in bases.items() if stats.n[c, "avg"] and x > 0]  # NaN is not > 0
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -527,51 +473,53 @@ def _slug(text: str) -> str:
 
 MAIN_INTRO = (
     "Scores: `test/avg/<metric>` in %, mean ± sample std over seeds (± only with 2 or more runs). "
-    "rel. % = score / base × 100, the base being the dense (`asg.method=none`) run of the same model, task and "
-    "transfer. Kept % are of the input embedding's parameters and bytes. — = missing."
+    "rel. % = score / base × 100, the base being the dense (`asg.method=none`) run whose configuration is the row's "
+    "but for `asg`. The setting is the compression's size, then each config key that tells the row apart from the "
+    "other rows of its model, task and transfer. Kept % are of the input embedding's parameters and bytes. "
+    "— = missing."
 )
 LANG_INTRO = (
     "Scores: `test/<language>/<metric>` in % (avg: each run's own `test/avg/<metric>`), mean ± sample std over "
     "seeds (± only with 2 or more runs; (n=...) where fewer of the column's runs have the language). "
-    "rel. % = score / base × 100, the base being the dense (`asg.method=none`) run. — = missing."
+    "rel. % = score / base × 100, the base being the dense (`asg.method=none`) run whose configuration is the "
+    "column's but for `asg`. — = missing."
 )
 
 
-def write_tables(
-    cells: list[Cell], out: Path, *, n_runs: int, skipped: Sequence[str] = (), plot: bool = True
-) -> list[Path]:
-    """Every table (and plot) for these cells into `out`; returns the written paths.
+def write_tables(runs: pd.DataFrame, out: Path, *, skipped: Sequence[str] = (), plot: bool = True) -> list[Path]:
+    """Every table (and plot) for these grouped runs into `out`; returns the written paths.
 
     `skipped` names the metrics.json files that could not be read, listed under the main table.
     """
-    built = f"Built by `python -m experiments.tables` from {n_runs} metrics.json file(s)."
-    display, data = main_tables(cells)
+    cells = cell_table(runs)
+    stats = statistics(runs, cells)
+    built = f"Built by `python -m experiments.tables` from {len(runs)} metrics.json file(s)."
+    display, data = main_tables(cells, stats)
     extra_md = [_md_list("Notes", notes(cells)), _md_list("Caveats", caveats(cells)), _md_list("Skipped", skipped)]
     extra_tex = [_tex_list("Notes", notes(cells)), _tex_list("Caveats", caveats(cells)), _tex_list("Skipped", skipped)]
     written = [
         write_text_atomic(
-            out / "main.md", _document(["# Results", built, MAIN_INTRO, to_markdown(display), *extra_md])
+            out / "main.md", _document(["# Results", built, MAIN_INTRO, to_markdown(display, 6), *extra_md])
         ),
-        write_text_atomic(out / "main.tex", _document([to_tex(display), *extra_tex])),
+        write_text_atomic(out / "main.tex", _document([to_tex(display, 6), *extra_tex])),
         write_text_atomic(out / "main.csv", to_csv(data)),
     ]
 
-    for (task, model), views in _views(cells).items():
-        label = next(iter(views.values()))[0].model_label
+    for (task, model), view_cells in cells.groupby(["task", "model"], sort=False):
+        label = view_cells.model_label.iat[0]
         stem = f"{_slug(task)}_{_slug(model)}"
         md, tex, csv_tables = [f"# {task}: {label}, test score per language", built, LANG_INTRO], [], []
-        for (transfer, metric), view in views.items():
-            shown, raw = language_tables(view)
-            md += [f"## {transfer}, test {metric}", to_markdown(shown)]
-            tex.append(f"% {tex_escape(f'{task}, {label}, {transfer}, test {metric}')}\n{to_tex(shown)}")
+        for (transfer, metric), view in view_cells.groupby(["transfer", "metric"], sort=False):
+            shown, raw = language_tables(view, stats)
+            md += [f"## {transfer}, test {metric}", to_markdown(shown, 1)]
+            tex.append(f"% {tex_escape(f'{task}, {label}, {transfer}, test {metric}')}\n{to_tex(shown, 1)}")
             csv_tables.append(raw)
-        view_cells = [c for view in views.values() for c in view]
         md += [_md_list("Notes", notes(view_cells)), _md_list("Caveats", caveats(view_cells))]
         tex += [_tex_list("Notes", notes(view_cells)), _tex_list("Caveats", caveats(view_cells))]
         written.append(write_text_atomic(out / f"lang_{stem}.md", _document(md)))
         written.append(write_text_atomic(out / f"lang_{stem}.tex", _document(tex)))
-        written.append(write_text_atomic(out / f"lang_{stem}.csv", to_csv(_merge_csv(csv_tables))))
-        png = pareto_plot(view_cells, f"{label} on {task}") if plot else None
+        written.append(write_text_atomic(out / f"lang_{stem}.csv", to_csv(pd.concat(csv_tables, sort=False))))
+        png = pareto_plot(view_cells, stats, f"{label} on {task}") if plot else None
         if png is not None:
             written.append(write_bytes_atomic(out / f"pareto_{stem}.png", png))
     return written
@@ -590,18 +538,18 @@ def main(argv: list[str] | None = None) -> list[Path]:
     paths = find_metrics(args.run_dirs)
     if not paths:
         raise SystemExit(f"tables: no metrics.json found under {', '.join(args.run_dirs)}")
-    runs, skipped = [], []
+    records, skipped = [], []
     for path in paths:
         try:
-            runs.append(load_run(path))
-        except (ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+            records.append(load_run(path))
+        except (ValueError, KeyError, TypeError, yaml.YAMLError, OmegaConfBaseException) as err:
             # one unreadable run (e.g. an old file without `metric`) must not hide the others, nor vanish silently
             skipped.append(f"{path}: {err!r}")
             print(f"tables: skipping {path}: {err!r}", file=sys.stderr)
-    if not runs:
+    if not records:
         raise SystemExit(f"tables: none of the {len(paths)} metrics.json file(s) could be read")
-    written = write_tables(group(runs), args.out, n_runs=len(runs), skipped=skipped, plot=not args.no_plot)
-    print(f"read {len(runs)} run(s), skipped {len(skipped)}; wrote {len(written)} file(s) to {args.out}:")
+    written = write_tables(group(records), args.out, skipped=skipped, plot=not args.no_plot)
+    print(f"read {len(records)} run(s), skipped {len(skipped)}; wrote {len(written)} file(s) to {args.out}:")
     for path in written:
         print(f"  {path}")
     return written

@@ -1,15 +1,23 @@
 """experiments.tables: tables and plots from hand-written run directories (metrics.json + .hydra/config.yaml).
 
 Fixture runs (tests/fixtures/tables/runs): XLM-R on WikiANN zero-shot with a dense base (seed 42), ASG pq m=8
-k=1024 with seeds 1 and 2, and sg k=4096 evaluated without sw; MiniLM on XQuAD, one older pq run without a base
-whose metrics.json lacks `seed` and `metric` (7 and f1 come from its .hydra/config.yaml) and has stand-in notes.
+k=1024 with seeds 1 and 2, and sg k=4096 run with transfer.eval_langs=[en,de] (another experiment than the base,
+whose avg covers sw too, so sg has no base); MiniLM on XQuAD, one older pq run without a base whose metrics.json
+lacks `seed` and `metric` (7 and f1 come from its .hydra/config.yaml) and has stand-in notes.
 Hydra's `multirun/` and `outputs/` folders are called `sweep/` and `single/` here: .gitignore drops the real names.
+
+tests/fixtures/tables/lr/runs: MiniLM on BC5CDR with configs as run.py writes them: a dense base and pq m=32 k=128
+with seeds 1 and 2 at the default lr 1e-4, and pq with seeds 1 and 2 at optimizer.lr=5e-05. The seed-2 run at
+1e-4 also differs in keys that cannot change a result (data.num_workers, progress bar, checkpoint.keep, logger,
+the data folder's path), so it pools with seed 1; the 5e-05 runs are their own cell, with no base.
 
 The goldens were checked by hand: pq avg F1 64 and 66 -> 65.00 ± 1.41 (sample std sqrt(2)), 65 / 70 = 92.86%;
 per language en 76/78 -> 77.00 ± 1.41 (96.25%), de 66/66 -> 66.00 ± 0.00, sw 50/54 -> 52.00 ± 2.83 (86.67%);
-sg avg 68 / 70 = 97.14%; kept params pq 786,432 / 192,001,536 = 0.410%, bytes 7,145,760 / 768,006,144 = 0.930%.
-Regenerate them after an intended change of the output with
+kept params pq 786,432 / 192,001,536 = 0.410%, bytes 7,145,760 / 768,006,144 = 0.930%. lr: 46/48 -> 47.00 ± 1.41,
+47 / 50 = 94.00%; 40/44 -> 42.00 ± 2.83 (pooled, the four would have been 44.50 ± 3.42). Regenerate them after an
+intended change of the output with
     python -m experiments.tables tests/fixtures/tables/runs --out tests/fixtures/tables/expected --no-plot
+    python -m experiments.tables tests/fixtures/tables/lr/runs --out tests/fixtures/tables/lr/expected --no-plot
 and check the diff by hand.
 """
 
@@ -21,11 +29,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from experiments.tables import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tables"
 RUNS, EXPECTED = FIXTURES / "runs", FIXTURES / "expected"
+LR_RUNS, LR_EXPECTED = FIXTURES / "lr" / "runs", FIXTURES / "lr" / "expected"
+SG = 'sg k=4096 transfer.eval_langs=["en", "de"]'
+PQ = "pq m=8 k=1024 transfer.eval_langs=null"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -70,8 +82,8 @@ def test_missing_values_are_shown_missing_not_zero(tables):
     assert "& 41.25 & --- & --- &" in (tables / "main.tex").read_text()
 
     sw = next(r for r in _csv_rows(tables / "lang_wikiann_xlmr.csv") if r["language"] == "sw")
-    assert (sw["sg k=4096 mean"], sw["sg k=4096 relative_pct"], sw["sg k=4096 n"]) == ("", "", "0")
-    assert "| sw | 60.00 | 52.00 ± 2.83 | 86.67 | — | — |" in (tables / "lang_wikiann_xlmr.md").read_text()
+    assert (sw[f"{SG} mean"], sw[f"{SG} n"]) == ("", "0") and f"{SG} relative_pct" not in sw  # sg has no base
+    assert "| sw | 60.00 | 52.00 ± 2.83 | 86.67 | — |" in (tables / "lang_wikiann_xlmr.md").read_text()
 
 
 def test_language_missing_in_one_seed_is_averaged_over_the_others(tmp_path):
@@ -84,8 +96,20 @@ def test_language_missing_in_one_seed_is_averaged_over_the_others(tmp_path):
     main([str(runs), "--out", str(tmp_path / "out"), "--no-plot"])
     text = (tmp_path / "out" / "lang_wikiann_xlmr.md").read_text()
     # only seed 1 has sw (50.00); relative to the base's 60.00
-    assert "| sw | 60.00 | 50.00 (n=1) | 83.33 | — | — |" in text
-    assert "pq m=8 k=1024 runs differ in evaluated languages" in text
+    assert "| sw | 60.00 | 50.00 (n=1) | 83.33 | — |" in text
+    assert f"{PQ} runs differ in evaluated languages" in text
+
+
+def test_base_evaluated_on_other_languages_is_a_caveat(tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(RUNS, runs)
+    base = next(runs.rglob("0_*/metrics.json"))
+    metrics = json.loads(base.read_text())
+    metrics["scores"] = {k: v for k, v in metrics["scores"].items() if not k.startswith("test/sw/")}
+    base.write_text(json.dumps(metrics))
+    main([str(runs), "--out", str(tmp_path / "out"), "--no-plot"])
+    text = (tmp_path / "out" / "main.md").read_text()
+    assert f"{PQ} differs from its base in evaluated languages (de, en, sw vs de, en)" in text
 
 
 def test_seeds_of_one_setting_are_pooled_and_other_settings_split(tmp_path):
@@ -98,8 +122,8 @@ def test_seeds_of_one_setting_are_pooled_and_other_settings_split(tmp_path):
     main([str(runs), "--out", str(tmp_path / "out"), "--no-plot"])
     pq = [r for r in _csv_rows(tmp_path / "out" / "main.csv") if r["method"] == "pq" and r["task"] == "wikiann"]
     assert [(r["setting"], r["score_mean"], r["n_seeds"]) for r in pq] == [
-        ("m=8 k=1024 codebook_lr_scale=1", "66.00", "1"),
-        ("m=8 k=1024 codebook_lr_scale=10", "64.00", "1"),
+        ("m=8 k=1024 asg.codebook_lr_scale=1 transfer.eval_langs=null", "66.00", "1"),
+        ("m=8 k=1024 asg.codebook_lr_scale=10 transfer.eval_langs=null", "64.00", "1"),
     ]
 
 
@@ -115,7 +139,7 @@ def test_unreadable_run_is_skipped_and_listed(tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(RUNS, runs)
     old = next(runs.rglob("xquad/**/metrics.json"))
-    shutil.rmtree(old.parent / ".hydra")  # no `metric` in the file and no config to take it from: not guessed
+    shutil.rmtree(old.parent / ".hydra")  # no config: nothing tells which runs it may be pooled with
     main([str(runs), "--out", str(tmp_path / "out"), "--no-plot"])
     text = (tmp_path / "out" / "main.md").read_text()
     assert "## Skipped" in text and f"- {old.resolve()}: ValueError(" in text
@@ -127,3 +151,67 @@ def test_unreadable_run_is_skipped_and_listed(tmp_path):
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no such folder"):
         main([str(RUNS), str(tmp_path / "typo"), "--out", str(tmp_path / "out")])
+
+
+@pytest.fixture(scope="module")
+def lr_tables(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lr_tables")
+    main([str(LR_RUNS), "--out", str(out), "--no-plot"])
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in LR_EXPECTED.iterdir()))
+def test_lr_matches_golden(lr_tables, name):
+    assert (lr_tables / name).read_bytes() == (LR_EXPECTED / name).read_bytes()
+
+
+def test_configurations_that_differ_only_in_lr_are_two_cells(lr_tables):
+    rows = [r for r in _csv_rows(lr_tables / "main.csv") if r["method"] == "pq"]
+    assert [(r["setting"], r["score_mean"], r["seeds"], r["base_mean"]) for r in rows] == [
+        ("m=32 k=128 optimizer.lr=5e-05", "42.00", "1 2", ""),  # no dense run at this lr: no base
+        ("m=32 k=128 optimizer.lr=0.0001", "47.00", "1 2", "50.00"),
+    ]
+    assert "repeats seed" not in (lr_tables / "main.md").read_text()
+
+
+def _edit_seed_2_run(runs: Path, key: str, value) -> None:
+    """Change one config key (or `data`, the data source metrics.json records) of the lr=1e-4 seed-2 run."""
+    run = next(runs.glob("sweep/*/1"))
+    if key == "data":
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps(metrics | {"data": value}))
+        return
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    OmegaConf.update(config, key, value, force_add=True)
+    OmegaConf.save(config, run / ".hydra" / "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "split_as"),
+    [
+        ("data.max_eval_samples", 500, "data.max_eval_samples=500"),
+        ("trainer.max_epochs", 3, "trainer.max_epochs=3"),
+        ("model.lr", 0.001, "model.lr=0.001"),
+        ("data", "hub", "data.dir=hub"),  # MultiNLI train instead of a local dev split
+        ("callbacks.stop._target_", "pytorch_lightning.callbacks.EarlyStopping", "callbacks.stop._target_="),
+        ("data.num_workers", 8, None),
+        ("model.name_or_path", "/elsewhere/minilm", None),
+        ("trainer.log_every_n_steps", 1, None),
+        ("data", "/elsewhere/data", None),  # another folder holding the same local copy
+        ("hydra.run.dir", "elsewhere", None),
+    ],
+)
+def test_what_splits_a_cell_and_what_does_not(tmp_path, key, value, split_as):
+    runs = tmp_path / "runs"
+    shutil.copytree(LR_RUNS, runs)
+    _edit_seed_2_run(runs, key, value)
+    main([str(runs), "--out", str(tmp_path / "out"), "--no-plot"])
+    rows = [
+        r for r in _csv_rows(tmp_path / "out" / "main.csv") if r["method"] == "pq" and "lr=5e-05" not in r["setting"]
+    ]
+    if split_as is None:
+        assert [(r["seeds"], r["base_mean"]) for r in rows] == [("1 2", "50.00")]
+    else:
+        assert sorted(r["seeds"] for r in rows) == ["1", "2"]
+        changed = next(r for r in rows if r["seeds"] == "2")
+        assert split_as in changed["setting"] and changed["base_mean"] == ""  # and no base of its own

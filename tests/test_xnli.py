@@ -41,17 +41,70 @@ def test_local_dev_labels_are_parallel_across_languages(shared_data):
     assert [p["label"] for p in read_xnli_local(shared_data, "validation", "zh")] == en
 
 
+def write_test_files(root, english, labelled, other=None):
+    """A local XNLI dir: test-en.tsv (and test-xx.tsv) pairs, and the label file's (label, premise, hypothesis) rows."""
+    (root / "xnli" / "xtreme_format").mkdir(parents=True, exist_ok=True)
+    (root / "xnli" / "myxnli").mkdir(exist_ok=True)
+    for lang, pairs in (("en", english), ("xx", other or english)):
+        (root / "xnli" / "xtreme_format" / f"test-{lang}.tsv").write_text("".join(f"{p}\t{h}\n" for p, h in pairs))
+    header = "genre\tlabel\tsentence1_en\tsentence2_en\tsentence1_my\tsentence2_my\n"
+    rows = "".join(f"slate\t{label}\t{p}\t{h}\tx\ty\n" for label, p, h in labelled)
+    (root / "xnli" / "myxnli" / "my.genre.test.tsv").write_text(header + rows)
+
+
+ENGLISH = [("He sleeps.", "He is awake."), ("He sleeps.", "He rests."), ("It\u2019s late.", "Time passed.")]
+LABELLED = [
+    ("contradiction", "He sleeps.", "He is awake."),
+    ("entailment", "He sleeps.", "He rests."),
+    # as in the real files: the same sentence with a straight quote and a leading space
+    ("neutral", "It's late.", " Time passed."),
+]
+
+
+def test_test_labels_join_when_the_english_pairs_match(tmp_path):
+    write_test_files(tmp_path, ENGLISH, LABELLED, other=[("Er schläft.", "a"), ("Er schläft.", "b"), ("Spät.", "c")])
+    pairs = read_xnli_local(tmp_path, "test", "xx")
+    assert [(p["premise"], p["label"]) for p in pairs] == [
+        ("Er schläft.", "contradiction"),
+        ("Er schläft.", "entailment"),
+        ("Spät.", "neutral"),
+    ]
+
+
+def test_shifted_test_labels_are_a_clear_error(tmp_path):
+    write_test_files(tmp_path, ENGLISH, LABELLED[1:] + LABELLED[:1])  # same rows and labels, one row off
+    with pytest.raises(
+        ValueError,
+        match=r"test-en.tsv:1 is \['He sleeps.', 'He is awake.'\] but line 2 of .*"
+        r"my.genre.test.tsv labels \['He sleeps.', 'He rests.'\]; the files must be in the same row",
+    ):
+        read_xnli_local(tmp_path, "test", "xx")
+
+
+def test_shifted_real_test_labels_are_a_clear_error(tmp_path, shared_data):
+    # the real label file with its first data row moved to the end: counts and label totals unchanged
+    for name in ("xtreme_format/test-en.tsv", "xtreme_format/test-de.tsv", "myxnli/my.genre.test.tsv"):
+        (tmp_path / "xnli" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "xnli" / name).write_bytes((shared_data / "xnli" / name).read_bytes())
+    labels = tmp_path / "xnli" / "myxnli" / "my.genre.test.tsv"
+    header, first, *rest = labels.read_text(encoding="utf-8").splitlines(keepends=True)
+    labels.write_text("".join([header, *rest, first]), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"test-en.tsv:1 is .* but line 2 of .*my.genre.test.tsv labels"):
+        read_xnli_local(tmp_path, "test", "de")
+
+
 def test_bad_test_label_files_are_clear_errors(tmp_path):
-    (tmp_path / "xnli" / "xtreme_format").mkdir(parents=True)
-    (tmp_path / "xnli" / "myxnli").mkdir()
-    (tmp_path / "xnli" / "xtreme_format" / "test-xx.tsv").write_text("p1\th1\np2\th2\n")
-    (tmp_path / "xnli" / "myxnli" / "my.genre.test.tsv").write_text(
-        "genre\tlabel\nslate\tneutral\nslate\tentailment\nslate\tcontradiction\n"
-    )
+    write_test_files(tmp_path, ENGLISH, LABELLED, other=ENGLISH[:2])
     with pytest.raises(ValueError, match=r"cannot join XNLI test labels by row: .*test-xx.tsv has 2 rows .* 3 labels"):
         read_xnli_local(tmp_path, "test", "xx")
-    (tmp_path / "xnli" / "myxnli" / "my.genre.test.tsv").write_text("slate\tneutral\nslate\tentailment\n")
-    with pytest.raises(ValueError, match="my.genre.test.tsv: expected a header row with a 'label' column"):
+    write_test_files(tmp_path, ENGLISH[:2], LABELLED)
+    with pytest.raises(ValueError, match=r"cannot join XNLI test labels by row: .*test-en.tsv has 2 rows .* 3 labels"):
+        read_xnli_local(tmp_path, "test", "xx")
+    (tmp_path / "xnli" / "xtreme_format" / "test-en.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match="checked against the English pairs, expected in .*test-en.tsv"):
+        read_xnli_local(tmp_path, "test", "xx")
+    (tmp_path / "xnli" / "myxnli" / "my.genre.test.tsv").write_text("genre\tlabel\nslate\tneutral\n")
+    with pytest.raises(ValueError, match="test.tsv: expected a header row with columns 'label', 'sentence1_en'"):
         read_xnli_local(tmp_path, "test", "xx")
     with pytest.raises(ValueError, match="the MultiNLI train split is Hub-only"):
         read_xnli_local(tmp_path, "train", "xx")

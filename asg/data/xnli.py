@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 Pair = dict[str, str]  # {"premise": ..., "hypothesis": ..., "label": "entailment" | "neutral" | "contradiction"}
 
 LOCAL_FILES = {"validation": "dev-{lang}.tsv", "test": "test-{lang}.tsv"}  # under <data_dir>/xnli/xtreme_format
-# XTREME stripped the test labels; every language's test file is a row-by-row translation of this one.
+# XTREME stripped the test labels; every language's test file is a row-by-row translation of this one, whose
+# English columns say which pair each label belongs to.
 TEST_LABELS = Path("myxnli") / "my.genre.test.tsv"
+ENGLISH_COLUMNS = ("sentence1_en", "sentence2_en")  # premise, hypothesis
 
 
 def _rows(path: Path, *, columns: int) -> list[list[str]]:
@@ -34,15 +36,45 @@ def _rows(path: Path, *, columns: int) -> list[list[str]]:
     return rows
 
 
+def _check_count(path: Path, rows: int, labels_path: Path, labels: int) -> None:
+    if rows != labels:
+        raise ValueError(
+            f"cannot join XNLI test labels by row: {path} has {rows} rows but {labels_path} has {labels} labels; "
+            "the files must be the row-parallel XNLI test split"
+        )
+
+
+def _letters(text: str) -> str:
+    # The two releases differ in 8 of the 10,020 English sentences, only in punctuation and spaces (a curly quote,
+    # a mis-decoded character, a leading space), so the join compares letters and digits alone.
+    return "".join(c for c in text if c.isalnum())
+
+
 def _test_labels(root: Path) -> list[str]:
+    """The gold test labels, after checking row by row that they belong to the pairs of test-en.tsv."""
     path = root / TEST_LABELS
     if not path.is_file():
         raise FileNotFoundError(f"XNLI test files carry no labels; the gold labels are expected in {path}")
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if "label" not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: expected a header row with a 'label' column, got {reader.fieldnames}")
-        return [row["label"] for row in reader]
+        if not {"label", *ENGLISH_COLUMNS} <= set(reader.fieldnames or []):
+            raise ValueError(
+                f"{path}: expected a header row with columns 'label', {', '.join(map(repr, ENGLISH_COLUMNS))}; "
+                f"got {reader.fieldnames}"
+            )
+        rows = list(reader)
+    english = root / "xtreme_format" / LOCAL_FILES["test"].format(lang="en")
+    if not english.is_file():
+        raise FileNotFoundError(f"the XNLI test labels are checked against the English pairs, expected in {english}")
+    pairs = _rows(english, columns=2)
+    _check_count(english, len(pairs), path, len(rows))
+    for line_no, (pair, row) in enumerate(zip(pairs, rows, strict=True), 1):
+        if list(map(_letters, pair)) != [_letters(row[c]) for c in ENGLISH_COLUMNS]:
+            raise ValueError(
+                f"cannot join XNLI test labels by row: {english}:{line_no} is {pair} but line {line_no + 1} of "
+                f"{path} labels {[row[c] for c in ENGLISH_COLUMNS]}; the files must be in the same row order"
+            )
+    return [row["label"] for row in rows]
 
 
 def xnli_dir(data_dir: str | os.PathLike) -> Path:
@@ -60,7 +92,8 @@ def local_languages(data_dir: str | os.PathLike, split: str) -> list[str]:
 def read_xnli_local(data_dir: str | os.PathLike, split: str, lang: str) -> list[Pair]:
     """Pairs of one language's 'validation' (dev) or 'test' split of a local data dir.
 
-    Dev files carry their labels; test labels come from the English label file, joined by row index.
+    Dev files carry their labels; test labels come from the English label file, joined by row index once its
+    English pairs are checked to be test-en.tsv's.
     """
     if split not in LOCAL_FILES:
         raise ValueError(
@@ -72,11 +105,7 @@ def read_xnli_local(data_dir: str | os.PathLike, split: str, lang: str) -> list[
         rows = _rows(path, columns=3)
         return [{"premise": p, "hypothesis": h, "label": label} for p, h, label in rows]
     rows, labels = _rows(path, columns=2), _test_labels(root)
-    if len(rows) != len(labels):
-        raise ValueError(
-            f"cannot join XNLI test labels by row: {path} has {len(rows)} rows but {root / TEST_LABELS} has "
-            f"{len(labels)} labels; the files must be the row-parallel XNLI test split"
-        )
+    _check_count(path, len(rows), root / TEST_LABELS, len(labels))
     return [{"premise": p, "hypothesis": h, "label": label} for (p, h), label in zip(rows, labels, strict=True)]
 
 

@@ -148,16 +148,26 @@ def compress_model(
     """Compress the model per the `asg` config; return the statistics (the settings under `settings`).
 
     In distributed training pass the strategy's rank and `broadcast`: only rank 0 fits, every rank installs
-    the same modules, so all ranks start from identical codebooks.
+    the same modules, so all ranks start from identical codebooks. When the fit fails on rank 0, every rank
+    raises at once rather than wait in the broadcast until the process group times out.
     """
     if asg_cfg["method"] == "none":
         return dense_stats(model)
     hidden, vocab = model.get_input_embeddings().weight.shape[1], model.get_input_embeddings().weight.shape[0]
     settings = get_method(asg_cfg["method"]).resolve(asg_cfg, vocab, hidden)
     fit_device = resolve_fit_device(asg_cfg.get("fit_device"), device or model.get_input_embeddings().weight.device)
-    fitted = fit_compression(model, settings, device=fit_device) if rank == 0 else None
+    fitted: Any = None
+    if rank == 0:
+        try:
+            fitted = fit_compression(model, settings, device=fit_device)
+        except Exception as err:
+            if broadcast is not None:  # the message instead of the modules, so the other ranks stop waiting
+                broadcast(f"{type(err).__name__}: {err}")
+            raise
     if broadcast is not None:
         fitted = broadcast(fitted)
+    if isinstance(fitted, str):
+        raise RuntimeError(f"the compression fit failed on rank 0 ({fitted}); this rank stops too")
     stats = install(model, *fitted)
     return stats | {"settings": {key: value for key, value in settings.items() if _plain(value)}}
 

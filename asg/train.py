@@ -1,18 +1,25 @@
-"""The one orchestration function: config -> data, model, ASG surgery, trainer -> fit, test, metrics.json."""
+"""The one orchestration function: config -> data, model, ASG surgery, trainer -> fit, test, metrics.json.
+
+A run dir remembers its configuration (`run_config.json`), so starting a job in it again is safe: a finished run
+is reused, an unfinished one continues from `checkpoints/last.ckpt`, and another configuration is refused.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from asg.loggers import finish_wandb
@@ -24,6 +31,10 @@ from asg.surgery import resolve_fit_device
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+METRICS = "metrics.json"
+RUN_CONFIG = "run_config.json"
+# what a finished run keeps of checkpoints/last.ckpt: the weights asg.export reads, everything, or nothing
+KEEP = ("weights", "full", "none")
 
 
 def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
@@ -34,10 +45,21 @@ def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
     get_method(asg_cfg.method).resolve(OmegaConf.to_container(asg_cfg, resolve=True), vocab, hidden)
 
 
+def checkpoint_keep(value: Any) -> str:
+    """The `checkpoint.keep` policy; true / false are the earlier switch (keep everything / nothing)."""
+    keep = {True: "full", False: "none"}[value] if isinstance(value, bool) else value
+    if keep not in KEEP:
+        raise ValueError(f"checkpoint.keep={value!r}: choose one of {', '.join(KEEP)}")
+    return keep
+
+
 def comparable_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without what may differ between a run and its resume."""
+    """The resolved config without what may differ between attempts of one run (resume switches, callbacks)."""
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg), open_dict(cfg):
+        cfg.paths.output_dir = "<run dir>"  # keys that name the run dir compare equal however its path is spelled
     config = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("resume", "paths", "callbacks"):
+    for key in ("resume", "resume_sweep", "paths", "callbacks"):
         config.pop(key, None)
     return config
 
@@ -51,33 +73,77 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
-    """The checkpoint `resume=RUN_DIR` continues from, after checking the run is the same configuration."""
-    if not cfg.get("resume"):
-        return None
-    run_dir = Path(cfg.resume)
-    ckpt = run_dir / CHECKPOINTS / "last.ckpt"
-    if not ckpt.is_file():
-        raise FileNotFoundError(
-            f"resume={run_dir}: no checkpoint at {ckpt}. Point resume= at the run dir of a run that saved one "
-            "(checkpoint.every_n_steps), or drop resume= to start afresh."
-        )
-    if run_dir.resolve() != output_dir.resolve():
-        raise ValueError(f"resume={run_dir} but this run writes to {output_dir}; remove the hydra.run.dir override")
-    saved_file = run_dir / CHECKPOINTS / "config.json"
-    if saved_file.is_file():
-        saved = json.loads(saved_file.read_text())
-        current = comparable_config(cfg)
-        changed = sorted(
-            key for key in saved["config"].keys() | current.keys() if saved["config"].get(key) != current.get(key)
-        )
-        if changed:
+def check_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse a run dir that holds a run of another configuration, or one whose configuration is unknown."""
+    saved_file = run_dir / RUN_CONFIG
+    if not saved_file.is_file():
+        found = [str(p) for p in (run_dir / METRICS, run_dir / CHECKPOINTS / "last.ckpt") if p.exists()]
+        if found:
             raise ValueError(
-                f"resume={run_dir} was started with a different configuration (differs in: {', '.join(changed)}); "
-                f"repeat its overrides plus resume=: {' '.join(saved['overrides'])} resume={run_dir}"
+                f"{run_dir} holds {' and '.join(found)} but no {RUN_CONFIG}: delete them, or use another dir"
             )
+        return
+    saved = json.loads(saved_file.read_text())
+    current = comparable_config(cfg)
+    keys = saved["config"].keys() | current.keys()
+    changed = sorted(key for key in keys if saved["config"].get(key) != current.get(key))
+    if changed:
+        ignored = ("resume=", "resume_sweep=")
+        new = [o for o in job_overrides() if o not in saved["overrides"] and not o.startswith(ignored)]
+        raise ValueError(
+            f"{run_dir} holds a run of a different configuration (differs in: {', '.join(changed)}). Its overrides: "
+            f"{' '.join(saved['overrides']) or '(none)'}; this job's differ in: {' '.join(new) or '(none)'}. "
+            "Repeat its overrides to continue it (a sweep: the same sweep, values in the same order), "
+            "or run in another dir."
+        )
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint an unfinished run continues from: its run dir's `checkpoints/last.ckpt`, if there is one.
+
+    `check_run_dir` has made sure it belongs to this configuration. `resume=RUN_DIR` insists on it.
+    """
+    ckpt = run_dir / CHECKPOINTS / "last.ckpt"
+    if cfg.get("resume"):
+        if Path(cfg.resume).resolve() != run_dir.resolve():
+            raise ValueError(f"resume={cfg.resume} but this run writes to {run_dir}; remove the hydra.run.dir override")
+        if not ckpt.is_file():
+            raise FileNotFoundError(
+                f"resume={cfg.resume}: no checkpoint at {ckpt}. Point resume= at the run dir of a run that saved one "
+                "(checkpoint.every_n_steps), or drop resume= to start afresh."
+            )
+    if not ckpt.is_file():
+        return None
     log.info("resuming from %s", ckpt)
     return ckpt
+
+
+class RandomState(pl.Callback):
+    """Keeps the torch generators' states in every checkpoint and restores them on resume.
+
+    A resumed run then draws the dropout masks and the next epoch's shuffle an uninterrupted run would have drawn.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["cpu"])
+        if state_dict["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state_dict["cuda"])
+
+
+def finish_checkpoints(trainer: pl.Trainer, keep: str, ckpt_dir: Path) -> None:
+    """Shrink a finished run's checkpoints to what `checkpoint.keep` asks for; called on every rank."""
+    if keep == "weights" and not trainer.fast_dev_run:  # a smoke test saves no checkpoint to shrink
+        # without optimizer state a checkpoint is a third of the size, and still all that asg.export reads
+        tmp = ckpt_dir / ".weights.ckpt.tmp"
+        trainer.save_checkpoint(tmp, weights_only=True)  # ends in a barrier: every rank calls it
+        if trainer.is_global_zero:
+            os.replace(tmp, ckpt_dir / "last.ckpt")
+    elif keep == "none" and trainer.is_global_zero:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
 def task_recipe(cfg: DictConfig) -> tuple[str, DictConfig, DictConfig]:
@@ -110,8 +176,19 @@ def summary(metrics: dict[str, Any]) -> str:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fine-tune and evaluate one configuration; write `metrics.json` into the run's output dir."""
+    """Fine-tune and evaluate one configuration; write `metrics.json` into the run's output dir.
+
+    In a run dir that already finished with this configuration, nothing runs: its `metrics.json` is returned.
+    """
     started = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    check_run_dir(cfg, output_dir)
+    if (output_dir / METRICS).is_file():
+        log.info(
+            "%s finished with this configuration before: its metrics.json is reused (delete it to rerun)", output_dir
+        )
+        return json.loads((output_dir / METRICS).read_text())
+    keep = checkpoint_keep(cfg.checkpoint.keep)
     task = cfg.task
     family, datamodule_cfg, module_cfg = task_recipe(cfg)
     name_or_path = resolve_name_or_path(cfg.model)
@@ -132,7 +209,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         codebook_lr_scale=cfg.asg.codebook_lr_scale,
         asg=OmegaConf.to_container(cfg.asg, resolve=True),
     )
-    output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg, output_dir)
     loggers = [instantiate(cfg.logger)] if cfg.get("logger") else []
     checkpoints = ModelCheckpoint(
@@ -142,12 +218,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         every_n_train_steps=cfg.checkpoint.every_n_steps,
     )
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=[checkpoints, *extra_callbacks(cfg)]
+        cfg.trainer, logger=loggers or False, callbacks=[checkpoints, RandomState(), *extra_callbacks(cfg)]
     )
-    if ckpt_path is None and trainer.is_global_zero:
-        write_json_atomic(
-            output_dir / CHECKPOINTS / "config.json", {"config": comparable_config(cfg), "overrides": job_overrides()}
-        )
+    if trainer.is_global_zero and not (output_dir / RUN_CONFIG).is_file():
+        write_json_atomic(output_dir / RUN_CONFIG, {"config": comparable_config(cfg), "overrides": job_overrides()})
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     failed = True
@@ -155,8 +229,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         train_seconds = time.perf_counter() - fit_started
-        for logger in loggers:
-            logger.log_hyperparams({"compression": module.compression})
         trainer.test(module, datamodule=datamodule)
         failed = False
     finally:
@@ -191,8 +263,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "metrics.json", metrics)
-        if not cfg.checkpoint.keep:
-            shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
+        write_json_atomic(output_dir / METRICS, metrics)  # first: from here on the run counts as finished
+    finish_checkpoints(trainer, keep, output_dir / CHECKPOINTS)
+    if trainer.is_global_zero:
         log.info("Result summary\n%s", summary(metrics))
     return metrics

@@ -60,7 +60,7 @@ COMMON = [
     "trainer.limit_val_batches=0",
     "trainer.enable_progress_bar=false",
     "logger=csv",
-    "checkpoint.keep=false",
+    "checkpoint.keep=none",
     "checkpoint.every_n_steps=null",
 ]
 

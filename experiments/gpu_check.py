@@ -147,7 +147,7 @@ def fine_tune(
         "trainer.enable_progress_bar=false",
         "trainer.limit_val_batches=0",
         "logger=csv",
-        "checkpoint.keep=false",
+        "checkpoint.keep=none",
         f"paths.output_dir={out}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -110,6 +110,12 @@ class TaskModule(pl.LightningModule):
             broadcast=self.trainer.strategy.broadcast if distributed else None,
             device=self.trainer.strategy.root_device,
         )
+        # The code table never changes and every rank now holds the same one: DDP must not send it from rank 0
+        # before every forward (16 MB a step for XLM-R at m=32). DDP skips the buffers named here.
+        constant = {id(b) for m in self.modules() if isinstance(m, CompressedEmbedding) for b in m.buffers()}
+        self._ddp_params_and_buffers_to_ignore = [name for name, b in self.named_buffers() if id(b) in constant]
+        for logger in self.loggers:  # seen as soon as the fit ends, also for a run that fails or is still training
+            logger.log_hyperparams({"compression": self.compression})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # what `asg.export` needs to rebuild the compressed modules' shapes before loading the weights

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asg.embedding import ASGEmbedding, CompressedEmbedding, quantized_stats
+from asg.embedding import ASGEmbedding, CompressedEmbedding, code_logits, quantized_stats
 from asg.methods import Method, budget_k, pq_options, register
 from asg.quantize import check_shape, product_quantize, reconstruct, smallest_code_dtype
 
@@ -129,6 +129,10 @@ class LowRankEmbedding(CompressedEmbedding):
 
     def dense_weight(self) -> Tensor:
         return self.left @ self.right
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(..., d) -> (..., V) through the rank-r bottleneck: (hidden @ right.T) @ left.T."""
+        return F.linear(F.linear(hidden, self.right.to(hidden.dtype)), self.left.to(hidden.dtype))  # via (..., r)
 
     def stats(self) -> dict[str, Any]:
         """Parameter and byte accounting: no code table, the factors are all there is."""
@@ -295,6 +299,15 @@ class RQEmbedding(CompressedEmbedding):
 
     def dense_weight(self) -> Tensor:
         return self._decode(self.codes)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(..., d) -> (..., V): every stage's sub-vector scores, gathered by the codes and summed over all stages."""
+        stages, m, k, s = self.codebooks.shape
+        parts = hidden.reshape(-1, m, s).permute(1, 2, 0)  # (m, s, N), shared by the stages
+        # centroid-major (stages, m, k, N) scores: the gather's table as they stand, as in ASGEmbedding.logits
+        scores = (self.codebooks.to(hidden.dtype) @ parts).permute(3, 0, 1, 2)  # (N, stages, m, k), a view
+        flat = scores.reshape(*hidden.shape[:-1], stages * m, k)  # (..., stages * m, k), the codes' order
+        return code_logits(flat, self.codes.view(-1, stages * m))
 
     def stats(self) -> dict[str, Any]:
         """ASG's accounting; the code table holds stages x m codes per token."""

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asg.quantize import product_quantize, reconstruct, smallest_code_dtype
@@ -26,6 +27,13 @@ class CompressedEmbedding(nn.Module):
 
     def dense_weight(self) -> Tensor:
         raise NotImplementedError
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Scores of hidden states (..., d) against every row: (..., V), in hidden's dtype, as an output head.
+
+        This default builds the (V, d) matrix; the methods override it with their factorised forms, which never do.
+        """
+        return F.linear(hidden, self.dense_weight().to(hidden.dtype))
 
     def stats(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -78,6 +86,56 @@ def quantized_stats(module: CompressedEmbedding, codes: Tensor, codebooks: Tenso
         "rel_error": module.rel_error,
         "code_dtype": str(codes.dtype),
     }
+
+
+# elements in one vocabulary chunk's temporaries (its flat codes and its scores): small next to the (N, V) logits
+_CHUNK_ELEMENTS = 1 << 20
+
+
+class _CodeLogits(torch.autograd.Function):
+    """logits[n, v] = sum_j scores[n, j * k + codes[v, j]]: one summed row gather per token, chunked over V.
+
+    The forward is an embedding_bag over the transposed scores (each token sums its M centroids' score rows), the
+    backward an index_add of the logits' gradient back into those rows. Only the code table is saved, so neither
+    pass holds anything of size (V, d) or (N, V, M); the flat int64 codes exist one chunk at a time.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor, codes: Tensor, k: int) -> Tensor:  # (N, M * k), (V, M) -> (N, V)
+        table = scores.t().contiguous()  # (M * k, N): one row of scores per centroid; free if computed so
+        offsets = torch.arange(codes.shape[1], device=codes.device) * k  # (M,)
+        logits = scores.new_empty(scores.shape[0], codes.shape[0])  # (N, V)
+        for rows in _chunks(codes, scores.shape[0]):
+            logits[:, rows] = F.embedding_bag(codes[rows].long() + offsets, table, mode="sum").t()
+        ctx.save_for_backward(codes)
+        ctx.k = k
+        return logits
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # (N, V) -> (N, M * k)
+        (codes,) = ctx.saved_tensors
+        # float32 sums: a centroid collects the gradients of some V / k tokens, too many to add up in half precision
+        table_grad = grad.new_zeros(codes.shape[1] * ctx.k, grad.shape[0], dtype=torch.float32)  # (M * k, N)
+        for rows in _chunks(codes, grad.shape[0]):
+            rows_grad = grad[:, rows].t().contiguous().float()  # (c, N)
+            for j in range(codes.shape[1]):  # one index_add per sub-space: no (c * M, N) copy of the gradient
+                table_grad.index_add_(0, codes[rows, j].long() + j * ctx.k, rows_grad)
+        return table_grad.t().to(grad.dtype), None, None
+
+
+def _chunks(codes: Tensor, tokens: int) -> list[slice]:
+    step = max(1, _CHUNK_ELEMENTS // max(tokens, codes.shape[1]))
+    return [slice(start, start + step) for start in range(0, codes.shape[0], step)]
+
+
+def code_logits(scores: Tensor, codes: Tensor) -> Tensor:
+    """Logits of every code-table row from per-centroid scores: (..., M, k) and codes (V, M) -> (..., V).
+
+    Equal to summing scores[..., j, codes[v, j]] over the M sub-spaces, and differentiable in `scores`.
+    """
+    *lead, m, k = scores.shape
+    logits = _CodeLogits.apply(scores.reshape(-1, m * k), codes, k)  # (N, V)
+    return logits.view(*lead, codes.shape[0])
 
 
 class ASGEmbedding(CompressedEmbedding):
@@ -148,6 +206,14 @@ class ASGEmbedding(CompressedEmbedding):
     def dense_weight(self) -> Tensor:
         """The full (V, d) matrix, differentiable with respect to the codebooks."""
         return reconstruct(self.codes, self.codebooks)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(..., d) -> (..., V) as hidden @ dense_weight().T, from each sub-vector's scores against its codebook."""
+        m, k, s = self.codebooks.shape
+        parts = hidden.reshape(-1, m, s).permute(1, 2, 0)  # (m, s, N)
+        # centroid-major (m, k, N) scores are the gather's table as they stand: no transposed copy of them
+        scores = (self.codebooks.to(hidden.dtype) @ parts).permute(2, 0, 1)  # (N, m, k), a view
+        return code_logits(scores.reshape(*hidden.shape[:-1], m, k), self.codes)
 
     def stats(self) -> dict[str, Any]:
         """Parameter and byte accounting against the dense matrix this module replaced."""

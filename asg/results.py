@@ -45,6 +45,28 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+def code_version() -> dict[str, Any]:
+    """The code that made a result: the git commit and whether the work tree differed from it, or, for an
+    installed copy without its repository, the package version alone."""
+    import subprocess
+
+    root = Path(asg.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout: an installed package
+        return {"package": asg.__version__, "git_commit": None, "git_dirty": None}
+    return {"package": asg.__version__, "git_commit": commit, "git_dirty": bool(status.strip())}
+
+
 def environment() -> dict[str, str]:
     """Versions that decide whether two runs are comparable."""
     # imported here: the atomic writers above serve light modules too (asg.cache, under asg.quantize)

@@ -25,7 +25,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from asg.loggers import finish_wandb
 from asg.methods import get_method
 from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, loader_settings, resolve_name_or_path
-from asg.results import environment, write_json_atomic
+from asg.results import code_version, environment, write_json_atomic
 from asg.surgery import resolve_fit_device
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "versions": environment(),
+        "code": code_version(),
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:

@@ -44,6 +44,9 @@ _SCORE_BLOCK = 1 << 18
 _SCORE_BLOCK_ACCELERATOR = 1 << 26
 # faiss's default training sample (ClusteringParameters.max_points_per_centroid)
 _SAMPLE_ROWS_PER_CENTROID = 256
+# Part of every cache key: raise it with any change that alters a fit's result for the same inputs (seeding,
+# sampling, update rule), so that fits of an older algorithm are never reused.
+FIT_VERSION = 2
 
 
 @dataclass
@@ -423,6 +426,7 @@ def product_quantize(
         # everything the result depends on; the checksum stands in for the (unknown) model id
         key = {"matrix_sha256": cache.matrix_checksum(e), "shape": [vocab, dim], "m": m, "k": k, "iters": iters}
         key |= {"init": init, "seed": seed, "sample_rows": n_fit, "tol": tol, "backend": backend}
+        key |= {"fit_version": FIT_VERSION}
         hit = cache.load(cache_dir, key)
         if hit is not None:
             codes, codebooks, rel_error = hit

@@ -100,6 +100,14 @@ def test_key_follows_every_input(tmp_path, monkeypatch, change):
     assert len(_entries(tmp_path)) == 2
 
 
+def test_a_new_fit_version_misses_the_cache(tmp_path, monkeypatch):
+    product_quantize(_weight(), cache_dir=tmp_path, **SETTINGS)
+    calls = _count_fits(monkeypatch)
+    monkeypatch.setattr(asg.quantize, "FIT_VERSION", asg.quantize.FIT_VERSION + 1)
+    product_quantize(_weight(), cache_dir=tmp_path, **SETTINGS)
+    assert len(calls) == 1 and len(_entries(tmp_path)) == 2  # the older algorithm's fit is not reused
+
+
 def test_no_cache_dir_writes_nothing(tmp_path, monkeypatch):
     calls = _count_fits(monkeypatch)
     product_quantize(_weight(), **SETTINGS)

@@ -88,25 +88,31 @@ def quantized_stats(module: CompressedEmbedding, codes: Tensor, codebooks: Tenso
     }
 
 
-# elements in one vocabulary chunk's temporaries (its flat codes and its scores): small next to the (N, V) logits
-_CHUNK_ELEMENTS = 1 << 20
+# elements in one chunk's temporaries (16 MiB of float32): small next to a (V, d) matrix or large (N, V) logits
+_CHUNK_ELEMENTS = 1 << 22
 
 
 class _CodeLogits(torch.autograd.Function):
-    """logits[n, v] = sum_j scores[n, j * k + codes[v, j]]: one summed row gather per token, chunked over V.
+    """logits[n, v] = sum_j scores[n, j * k + codes[v, j]], and its gradient, as summed row gathers.
 
-    The forward is an embedding_bag over the transposed scores (each token sums its M centroids' score rows), the
-    backward an index_add of the logits' gradient back into those rows. Only the code table is saved, so neither
-    pass holds anything of size (V, d) or (N, V, M); the flat int64 codes exist one chunk at a time.
+    Forward: an embedding_bag over the transposed scores, each token a bag of its M centroids' rows, in chunks of
+    tokens. Backward: the same with the roles swapped, each centroid a bag of the tokens that use it (the code table
+    inverted by one sort), over the transposed gradient in blocks of its rows. Only the code table is saved: neither
+    pass holds anything of size (V, d) or (N, V, M); the sort briefly holds a few int tensors of M * V entries.
+    Measured against index_add/scatter_add into the centroids' rows, that backward was 2-10x faster on 2 CPU cores
+    (mT5's V with m=32, N from 8 to 1024).
     """
 
     @staticmethod
     def forward(ctx: Any, scores: Tensor, codes: Tensor, k: int) -> Tensor:  # (N, M * k), (V, M) -> (N, V)
+        tokens, (vocab, m) = scores.shape[0], codes.shape
         table = scores.t().contiguous()  # (M * k, N): one row of scores per centroid; free if computed so
-        offsets = torch.arange(codes.shape[1], device=codes.device) * k  # (M,)
-        logits = scores.new_empty(scores.shape[0], codes.shape[0])  # (N, V)
-        for rows in _chunks(codes, scores.shape[0]):
-            logits[:, rows] = F.embedding_bag(codes[rows].long() + offsets, table, mode="sum").t()
+        offsets = torch.arange(m, device=codes.device, dtype=torch.int32) * k  # (M,)
+        logits = scores.new_empty(tokens, vocab)  # (N, V)
+        step = max(1, _CHUNK_ELEMENTS // max(tokens, m))  # vocabulary rows per chunk
+        for start in range(0, vocab, step):
+            bags = codes[start : start + step].int() + offsets  # (c, M) rows of the table
+            logits[:, start : start + step] = F.embedding_bag(bags, table, mode="sum").t()
         ctx.save_for_backward(codes)
         ctx.k = k
         return logits
@@ -114,18 +120,19 @@ class _CodeLogits(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # (N, V) -> (N, M * k)
         (codes,) = ctx.saved_tensors
+        tokens, (vocab, m) = grad.shape[0], codes.shape
+        offsets = torch.arange(m, device=codes.device, dtype=torch.int32) * ctx.k
+        flat = (codes.t().int() + offsets[:, None]).reshape(-1)  # (M * V,) centroid of each (sub-space, token)
+        members = torch.argsort(flat, stable=True).remainder_(vocab).int()  # token ids grouped by centroid, ascending
+        sizes = torch.bincount(flat, minlength=m * ctx.k)  # (M * k,)
+        starts = (sizes.cumsum(0) - sizes).int()
         # float32 sums: a centroid collects the gradients of some V / k tokens, too many to add up in half precision
-        table_grad = grad.new_zeros(codes.shape[1] * ctx.k, grad.shape[0], dtype=torch.float32)  # (M * k, N)
-        for rows in _chunks(codes, grad.shape[0]):
-            rows_grad = grad[:, rows].t().contiguous().float()  # (c, N)
-            for j in range(codes.shape[1]):  # one index_add per sub-space: no (c * M, N) copy of the gradient
-                table_grad.index_add_(0, codes[rows, j].long() + j * ctx.k, rows_grad)
+        table_grad = grad.new_empty(m * ctx.k, tokens, dtype=torch.float32)  # (M * k, N)
+        step = max(1, _CHUNK_ELEMENTS // vocab)  # rows of the gradient per block
+        for start in range(0, tokens, step):
+            block = grad[start : start + step].t().contiguous().float()  # (V, b)
+            table_grad[:, start : start + step] = F.embedding_bag(members, block, starts, mode="sum")
         return table_grad.t().to(grad.dtype), None, None
-
-
-def _chunks(codes: Tensor, tokens: int) -> list[slice]:
-    step = max(1, _CHUNK_ELEMENTS // max(tokens, codes.shape[1]))
-    return [slice(start, start + step) for start in range(0, codes.shape[0], step)]
 
 
 def code_logits(scores: Tensor, codes: Tensor) -> Tensor:

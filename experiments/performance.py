@@ -1,6 +1,7 @@
 """Is fine-tuning lighter with ASG? Step time, optimizer state, peak memory and export size against the dense model.
 
     python -m experiments.performance [--quick] [--threads N] [--e5-dir DIR] [--minilm-dir DIR] [--with-pq-fit]
+        [--with-head]
 
 For multilingual-e5-small (ASG k=1024, m=8) and all-MiniLM-L6-v2 (k=128, m=8), each with a 9-label token
 classification head, at one batch shape (16 x 128 ids):
@@ -17,6 +18,9 @@ The embedding lookup (e5-small's V x d, 32 x 128 ids) compares ASG with nn.Embed
 default dense gradient (what fine-tuning uses), with sparse=True, and forward only; rounds alternate the modules.
 
 --with-pq-fit adds experiments/pq_fit.py's rows (asg's k-means against faiss's; it writes its own pq_fit.md/.json).
+--with-head adds the output head's rows: ASGOutputHead (factorised logits) against today's dense head, which rebuilds
+the V x d matrix on every call, at mT5-base's lm_head (V=250,112, d=768) with ASG k=1024 m=32: a decoding step
+(8 x 1 hidden states) and a training batch (8 x 128), forward and forward+backward; time and peak memory.
 Writes experiments/results/performance.{md,json} (or --out-dir).
 """
 
@@ -45,6 +49,11 @@ MODELS = {  # name -> label, ASG setting
 FULL = {"batch": 16, "length": 128, "warmup": 3, "steps": 20, "lookup_reps": 50, "iters": 2, "sample_rows": 20000}
 QUICK = {"batch": 2, "length": 16, "warmup": 1, "steps": 2, "lookup_reps": 3, "iters": 1, "sample_rows": None}
 LOOKUP = {"batch": 32, "length": 128, "m": 8, "k": 1024}  # e5-small's embedding at the paper's k
+HEAD = {"vocab": 250112, "dim": 768, "m": 32, "k": 1024}  # mT5-base's lm_head at conf/asg/pq.yaml's m, paper k
+HEAD_PLAN = {  # hidden shapes (batch, length); rounds of every measurement, the first one not timed
+    "full": {"shapes": [[8, 1], [8, 128]], "warmup": 1, "reps": 3},
+    "quick": {"shapes": [[8, 1]], "warmup": 1, "reps": 1},
+}
 MARK = "@@perf "  # prefixes the workers' result lines, so library output on stdout cannot be mistaken for one
 MIB = 2**20
 
@@ -174,11 +183,83 @@ def lookup(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def head(job: dict[str, Any]) -> dict[str, Any]:
+    """Milliseconds and peak memory of ASGOutputHead against the dense head it replaced, in alternating rounds.
+
+    The dense head is the old forward, F.linear(hidden, head.weight): it rebuilds the V x d matrix on every call.
+    Peak memory is above what was held before the call: CUDA's allocator peak there, else the peak RSS (reset through
+    /proc/self/clear_refs), so the logits themselves count alike for both.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from asg.embedding import ASGEmbedding
+    from asg.surgery import ASGOutputHead
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vocab, dim, m, k = job["vocab"], job["dim"], job["m"], job["k"]
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, k, (vocab, m), generator=gen)
+    asg = ASGOutputHead(ASGEmbedding(codes, torch.randn(m, k, dim // m, generator=gen))).to(device)
+    heads = {"dense": lambda hidden: F.linear(hidden, asg.weight.to(hidden.dtype), asg.bias), "asg": asg}
+
+    def peak_above(start: int) -> int:
+        if device.type == "cuda":
+            return torch.cuda.max_memory_allocated() - start
+        return _peak_rss_bytes() - start
+
+    def run(name: str, hidden: torch.Tensor, upstream: torch.Tensor | None) -> tuple[float, int]:
+        asg.embedding.codebooks.grad = hidden.grad = None
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start_bytes = torch.cuda.memory_allocated()
+        else:
+            _reset_peak_rss()
+            start_bytes = _rss_bytes()
+        start = time.perf_counter()
+        with torch.set_grad_enabled(upstream is not None):
+            logits = heads[name](hidden)
+            if upstream is not None:
+                logits.backward(upstream)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        del logits
+        return seconds, peak_above(start_bytes)
+
+    results = []
+    for batch, length in job["shapes"]:
+        hidden = torch.randn(batch, length, dim, generator=gen).to(device).requires_grad_()
+        upstream = torch.randn(batch, length, vocab, generator=gen).to(device)  # as a loss's gradient: dense
+        times: dict[str, list[float]] = {f"{name}_{kind}": [] for name in heads for kind in ("forward", "train")}
+        peaks: dict[str, int] = dict.fromkeys(times, 0)
+        for round_ in range(job["warmup"] + job["reps"]):
+            for name in heads if round_ % 2 == 0 else reversed(heads):  # neither always goes first
+                for kind, grad in (("forward", None), ("train", upstream)):
+                    seconds, peak = run(name, hidden, grad)
+                    times[f"{name}_{kind}"].append(seconds)
+                    peaks[f"{name}_{kind}"] = max(peaks[f"{name}_{kind}"], peak)
+        median_ms = {key: 1000 * statistics.median(t[job["warmup"] :]) for key, t in times.items()}
+        results.append({"batch": batch, "length": length, "median_ms": median_ms, "peak_bytes": peaks})
+        del hidden, upstream
+    return {"shapes": results, "reps": job["reps"], "device": str(device), "threads": torch.get_num_threads()} | {
+        key: job[key] for key in ("vocab", "dim", "m", "k")
+    }
+
+
 def worker(job: dict[str, Any]) -> None:
     if job["kind"] == "train":
         train_worker(job)
     else:
-        _emit({"prepare": prepare, "lookup": lookup}[job["kind"]](job))
+        _emit({"prepare": prepare, "lookup": lookup, "head": head}[job["kind"]](job))
 
 
 # ---- the parent: starts the workers, pairs the timings, writes the table --------------------------------------
@@ -267,6 +348,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         options = ["--quick"] * args.quick + ["--threads", str(args.threads)] * bool(args.threads)
         rows = pq_fit.main([*options, "--out-dir", str(args.out_dir)])
         out["pq_fit"] = sorted(rows, key=lambda r: (r["setting"], r["backend"] != "faiss"))  # faiss, torch pairs
+    if args.with_head:
+        print("[head] mT5-base lm_head, ASGOutputHead against the dense head", flush=True)
+        plan_head = HEAD_PLAN["quick" if args.quick else "full"]
+        out["head"] = run_once({"kind": "head", "threads": args.threads, **HEAD, **plan_head})
     out["load_after"] = os.getloadavg()
     return out
 
@@ -331,6 +416,8 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                 f"rel. error {faiss['rel_error']:.4f} vs {torch_row['rel_error']:.4f}",
             )
         )
+    if "head" in result:
+        rows += head_rows(result["head"])
     keys = ("what", "measure", "unit", "baseline", "asg", "note")
     records = [dict(zip(keys, row, strict=True)) | {"ratio": row[4] / row[3]} for row in rows]
     lines = ["| model / module | measure | baseline | ASG | ASG / baseline |", "|---|---|---|---|---|"]
@@ -341,6 +428,24 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         base, asg = _fmt(r["baseline"], r["unit"]), _fmt(r["asg"], r["unit"])
         lines.append(f"| {what} | {r['measure']} | {base} | {asg} | {r['ratio']:.3f}{note} |")
     return "\n".join(lines), records
+
+
+def head_rows(head: dict[str, Any]) -> list[tuple[str, str, str, float, float, str]]:
+    """The output head's rows: per hidden shape, time and peak memory of forward and forward+backward."""
+    where = f"output head, V={head['vocab']:,} d={head['dim']} (mT5-base lm_head), ASG k={head['k']} m={head['m']}"
+    where += "" if head["device"] == "cpu" else f", {head['device']}"
+    rows = []
+    for shape in head["shapes"]:
+        hidden = f"hidden {shape['batch']}x{shape['length']}x{head['dim']}"
+        for kind, label in (("forward", "forward"), ("train", "forward+backward")):
+            ms, peak = shape["median_ms"], shape["peak_bytes"]
+            rows += [
+                (where, f"{label}, {hidden} vs dense head, median of {head['reps']} (ms)", "ms",
+                 ms[f"dense_{kind}"], ms[f"asg_{kind}"], ""),
+                (where, f"{label}, {hidden}: peak memory above the start (MiB)", "bytes",
+                 peak[f"dense_{kind}"], peak[f"asg_{kind}"], "logits included"),
+            ]  # fmt: skip
+    return rows
 
 
 def write(result: dict[str, Any], out_dir: Path, command: str) -> None:
@@ -385,6 +490,12 @@ def write(result: dict[str, Any], out_dir: Path, command: str) -> None:
             "",
             "PQ fit: faiss, then asg, one after the other on the same synthetic matrix (details in pq_fit.md).",
             "",
+            "Output head: ASGOutputHead with random codes against the old dense head (F.linear with the V x d matrix "
+            "rebuilt per call), no bias, float32, in alternating rounds; forward+backward sends a random dense "
+            "gradient into the logits, as a loss does, with the codebooks and the hidden states trainable. Peak "
+            "memory above what was held before the call (peak RSS, reset through /proc/self/clear_refs; on CUDA "
+            "the allocator's peak), the (N, V) logits included for both.",
+            "",
             "The benchmark keeps up to 2 CPUs busy itself, so a load average near 2 is its own and more means other "
             "jobs shared the machine. Absolute times are noisy on shared machines; compare the ratios.",
             "",
@@ -404,6 +515,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument(
         "--with-pq-fit", action="store_true", help="also run experiments/pq_fit.py (slow; writes pq_fit.md/.json)"
+    )
+    parser.add_argument(
+        "--with-head", action="store_true", help="also time the output head at mT5-base's size (slow: minutes)"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -39,3 +39,16 @@ def test_quick_mode_writes_one_table_with_exact_accounting(tmp_path, e5_dir, min
     export = rows[-1]
     assert export["baseline"] / export["asg"] >= 4
     assert abs(payload["raw"]["models"]["e5_small"]["sizes"]["arithmetic_diff_pct"]) < 2
+
+
+def test_head_rows_time_and_measure_both_heads_per_shape():
+    from experiments.performance import head, head_rows
+
+    job = {"threads": 0, "vocab": 500, "dim": 32, "m": 4, "k": 16, "shapes": [[2, 1], [2, 3]], "warmup": 0, "reps": 1}
+    result = head(job)
+    rows = head_rows(result)
+    assert [shape["length"] for shape in result["shapes"]] == [1, 3]
+    assert len(rows) == 2 * 2 * 2  # per shape: forward and forward+backward, each time and peak memory
+    for what, measure, unit, baseline, asg, _ in rows:
+        assert what.startswith("output head, V=500 d=32") and ("hidden 2x1x32" in measure or "2x3x32" in measure)
+        assert (unit == "ms" and baseline > 0 and asg > 0) or (unit == "bytes" and baseline >= 0 and asg >= 0)

@@ -3,7 +3,8 @@
 Every row of E (V, d) is split into m sub-vectors of size s = d / m; each of the m
 sub-spaces gets its own k-means codebook. The sub-spaces are independent, so they run
 side by side on torch's CPU threads, each with single-threaded ops: distances from one
-matmul per block of rows, new centroids from one scatter-add.
+matmul per block of rows, new centroids from one scatter-add. Lloyd's iterations assign
+every row to its exact nearest centroid, and skip the rows that provably keep theirs.
 
 Like faiss's ProductQuantizer, the centroids are fitted on at most 256 random rows per
 centroid (sample_rows="auto"), then every row is encoded; `backend="faiss"` runs faiss
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -33,20 +34,25 @@ T = TypeVar("T")
 
 INITS = ("kmeans++", "random")
 BACKENDS = ("torch", "faiss")
+# Part of every cache key: bump it whenever the same settings would give different codes, so stale fits miss.
+# 2: k-means++ seeding rewrite (ef88867). 3: exact nearest centroids (near-ties decided in float64), new seeding
+# arithmetic (one matmul per step), Hamerly-pruned Lloyd (same result as plain Lloyd).
+FIT_VERSION = 3
 # k-means++ seeding is sequential in k, so it runs on a row subsample of this many rows per centroid
 # (at least _SEED_ROWS_MIN). Gaussian 120k x 384, m=4, k=512, 25 iterations: 16/32/64/128 rows per centroid end
-# at relative error 0.9429/0.9421/0.9419/0.9419 (seeding 1/2/5/12 s of a 17-29 s fit); random rows at 0.9423
+# at relative error 0.9429/0.9421/0.9419/0.9419; 16 instead of 64 also raised MiniLM's inertia by 0.09%
 _SEED_ROWS_PER_CENTROID = 64
 _SEED_ROWS_MIN = 4096
-# floats per (rows, k) block of distance scores: on CPU 1 MiB stays in a core's L2 cache (256 rows at k=1024);
-# an accelerator wants few large matmuls instead, and 256 MiB blocks leave a GPU's memory to the model
-_SCORE_BLOCK = 1 << 18
+# floats per (rows, k) block of distance scores. On CPU 4 MiB blocks beat 1 MiB ones although they leave L2: each
+# block costs a dozen small ops (2^18..2^21 floats measured on e5-small's sub-spaces); an accelerator wants few
+# large matmuls, and 256 MiB blocks leave a GPU's memory to the model
+_SCORE_BLOCK = 1 << 20
 _SCORE_BLOCK_ACCELERATOR = 1 << 26
+# A block of scores is viewed as (rows, depth, lanes): the min over depth is an elementwise (vectorized) reduction,
+# so an argmin takes index reductions over lanes + depth values instead of k (torch's argmin is 3x a matmul here)
+_LANES = 64
 # faiss's default training sample (ClusteringParameters.max_points_per_centroid)
 _SAMPLE_ROWS_PER_CENTROID = 256
-# Part of every cache key: raise it with any change that alters a fit's result for the same inputs (seeding,
-# sampling, update rule), so that fits of an older algorithm are never reused.
-FIT_VERSION = 2
 
 
 @dataclass
@@ -67,12 +73,34 @@ def smallest_code_dtype(k: int) -> torch.dtype:
     return torch.int32
 
 
+class _Gather(torch.autograd.Function):
+    """Rows of a (r, s) table at flat indices, with a backward that accumulates straight into the table's gradient.
+
+    Autograd's index_select backward is an index_add, one scattered row at a time; index_put_ with accumulate=True
+    adds the same rows in the same order (in float32: the same sums, bit for bit) in about half the time on CPU,
+    for the few-float rows of PQ sub-spaces (measured in experiments/performance.py's lookup rows). Half-precision
+    gradients are summed in float32 and rounded once, as index_put_ would otherwise round after every addition.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, table: Tensor, index: Tensor) -> Tensor:  # (r, s), (n,) -> (n, s)
+        ctx.save_for_backward(index)
+        ctx.rows = table.shape[0]
+        return table.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (index,) = ctx.saved_tensors
+        table_grad = grad.new_zeros(ctx.rows, grad.shape[1], dtype=torch.float32)
+        table_grad.index_put_((index,), grad.float(), accumulate=True)
+        return table_grad.to(grad.dtype), None
+
+
 def reconstruct(codes: Tensor, codebooks: Tensor) -> Tensor:
     """Explicit inverse of PQ: codes (..., m) and codebooks (m, k, s) -> vectors (..., m * s).
 
-    Differentiable with respect to `codebooks`: one flat row gather whose backward is an index_add into a small
-    dense (m * k, s) gradient. On CPU that backward is several times faster than F.embedding's, which sorts the
-    ids (see the lookup rows of experiments/performance.py). On CUDA, index_add is deterministic only under
+    Differentiable with respect to `codebooks`: one flat row gather whose backward accumulates into a small dense
+    (m * k, s) gradient (`_Gather`). On CUDA, that accumulation is deterministic only under
     trainer.deterministic=true.
     """
     m, k, s = codebooks.shape
@@ -80,7 +108,7 @@ def reconstruct(codes: Tensor, codebooks: Tensor) -> Tensor:
         raise ValueError(f"codes have {codes.shape[-1]} sub-spaces but codebooks have {m}")
     offsets = torch.arange(m, device=codes.device) * k  # (m,)
     flat = codes.long() + offsets  # (..., m) indices into the stacked codebooks
-    vectors = codebooks.reshape(m * k, s).index_select(0, flat.reshape(-1))  # (n * m, s)
+    vectors = _Gather.apply(codebooks.reshape(m * k, s), flat.reshape(-1))  # (n * m, s)
     return vectors.view(*codes.shape[:-1], m * s)
 
 
@@ -89,25 +117,80 @@ def _check_init(init: str) -> None:
         raise ValueError(f"init={init!r} is not supported; use one of {', '.join(INITS)}")
 
 
-def _assign(x: Tensor, centroids: Tensor, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """Nearest centroid per row of one sub-space: x (n, s), centroids (k, s) -> codes (n,), ||c||^2 - 2 x.c (n,).
+def _slack(x_sq: Tensor, centroids: Tensor) -> Tensor:
+    """Per row (n,), a bound on the float32 rounding error of ||x||^2 + ||c||^2 - 2 x.c for any centroid c.
 
-    Adding ||x||^2 to the second output gives the squared distances.
+    Each of the s products and sums rounds by at most 2^-24 of (|x| + |c|)^2; (s + 8) * 2^-23 leaves a factor 2.
+    On CUDA with TF32 matmuls allowed, the products keep 10 bits instead of 23.
     """
-    n, k = x.shape[0], centroids.shape[0]
+    s = centroids.shape[1]
+    tf32 = centroids.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    c_max = centroids.square().sum(-1).max().sqrt()
+    return (s + 8) * 2.0 ** (-9 if tf32 else -23) * (x_sq.sqrt() + c_max).square()
+
+
+def _exact_nearest(x: Tensor, centroids: Tensor) -> Tensor:
+    """Nearest centroid in float64, the lowest index on ties: x (t, s), centroids (k, s) -> codes (t,)."""
+    c = centroids.double()
+    return torch.addmm(c.square().sum(-1), x.double(), c.t(), alpha=-2).argmin(1)
+
+
+def _argmin(scores: Tensor, lanes: int) -> Tensor:
+    """Row-wise argmin of scores (r, depth * lanes): index reductions over lanes + depth values instead of k."""
+    rows = scores.shape[0]
+    block = scores.view(rows, scores.shape[1] // lanes, lanes)
+    lane = block.amin(1).argmin(1, keepdim=True)  # (rows, 1): the lane of the minimum
+    column = block.gather(2, lane.unsqueeze(1).expand(rows, block.shape[1], 1)).squeeze(2)  # (rows, depth)
+    return column.argmin(1) * lanes + lane.squeeze(1)
+
+
+def _nearest(
+    x: Tensor, centroids: Tensor, slack: Tensor, prev: Tensor | None = None, chunk_size: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Nearest centroid of every row: x (n, s), centroids (k, s) -> codes (n,), runner-up score (n,).
+
+    Scores are ||c||^2 - 2 x.c in float32 blocks; a row whose two best scores are within 2 * slack (twice the
+    rounding error) is decided by `_exact_nearest`, so codes are the exact nearest centroids whatever the BLAS
+    or the block shape. The runner-up score + ||x||^2 is the squared distance to the nearest other centroid.
+    prev (n,), the codes of an earlier pass, saves the index search for the rows whose minimum is still there.
+    """
+    n, (k, s) = x.shape[0], centroids.shape
+    lanes = min(_LANES, k)
+    padded = torch.zeros(-(-k // lanes) * lanes, s, dtype=torch.float32, device=x.device)
+    padded[:k] = centroids
+    c_sq = padded.square().sum(-1)
+    c_sq[k:] = math.inf  # padding is never nearest
     block = _SCORE_BLOCK if x.device.type == "cpu" else _SCORE_BLOCK_ACCELERATOR
-    chunk_size = chunk_size or max(64, block // k)
-    c_sq, c_t = centroids.square().sum(-1), centroids.t()  # (k,), (s, k)
+    chunk_size = chunk_size or max(16, block // len(padded))
     codes = torch.empty(n, dtype=torch.long, device=x.device)
-    best = torch.empty(n, dtype=x.dtype, device=x.device)
-    scores = torch.empty(min(chunk_size, n), k, dtype=x.dtype, device=x.device)  # reused: no allocation per block
+    best = torch.empty(n, dtype=torch.float32, device=x.device)
+    second = torch.empty(n, dtype=torch.float32, device=x.device)
+    scores = torch.empty(min(chunk_size, n), len(padded), dtype=torch.float32, device=x.device)  # reused
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        block = scores[: stop - start]
-        # ||x||^2 is constant per row, so the argmin only needs ||c||^2 - 2 x.c
-        torch.addmm(c_sq, x[start:stop], c_t, alpha=-2, out=block)
-        torch.min(block, 1, out=(best[start:stop], codes[start:stop]))
-    return codes, best
+        block = torch.addmm(c_sq, x[start:stop], padded.t(), alpha=-2, out=scores[: stop - start])
+        low = torch.amin(block, 1, keepdim=True, out=best[start:stop].unsqueeze(1))  # (rows, 1)
+        if prev is None:
+            code = _argmin(block, lanes)
+        else:
+            code = prev[start:stop].clone()
+            moved = (block.gather(1, code.unsqueeze(1)) != low).squeeze(1).nonzero().squeeze(1)
+            code[moved] = _argmin(block.index_select(0, moved), lanes)
+        codes[start:stop] = code
+        torch.amin(block.scatter_(1, code.unsqueeze(1), math.inf), 1, out=second[start:stop])
+    close = (second - best <= 2 * slack).nonzero().squeeze(1)
+    codes[close] = _exact_nearest(x[close], centroids)
+    return codes, second
+
+
+def _sq_dist(x: Tensor, centroids: Tensor, codes: Tensor) -> Tensor:
+    """Squared distance of every row of x (n, s) to its centroid: (n,), in row blocks that stay in cache."""
+    out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    step = 1 << 13
+    for start in range(0, x.shape[0], step):
+        rows = slice(start, start + step)
+        torch.sum((x[rows] - centroids.index_select(0, codes[rows])).square_(), 1, out=out[rows])
+    return out
 
 
 def _update(x: Tensor, codes: Tensor, dist: Tensor, k: int) -> Tensor:
@@ -134,10 +217,12 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
     if n_seed < n:
         x = x[torch.randperm(n, generator=gen, device=x.device)[:n_seed]]  # (n_seed, s)
     trials = 2 + int(math.log(k))
-    x_sq = x.square().sum(-1)  # (n_seed,)
+    ones = torch.ones(n_seed, 1, dtype=x.dtype, device=x.device)
+    x_sq = x.square().sum(-1, keepdim=True)  # (n_seed, 1)
+    rows = torch.cat([x, x_sq, ones], 1).t().contiguous()  # (s + 2, n_seed): one matmul gives squared distances
     centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     centroids[0] = c = x[torch.randint(n_seed, (), generator=gen, device=x.device)]
-    min_d = torch.addmv(x_sq + c.dot(c), x, c, alpha=-2).clamp_min_(0)
+    min_d = torch.addmv(x_sq.squeeze(1) + c.dot(c), x, c, alpha=-2).clamp_min_(0)
     for i in range(1, k):
         cdf = min_d.cumsum(0)  # inverse-CDF sampling: row r with probability min_d[r] / sum(min_d)
         if cdf[-1] > 0:
@@ -146,10 +231,10 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
         else:  # fewer distinct rows than k leave no mass to sample from: fall back to uniform
             cand = torch.randint(n_seed, (trials,), generator=gen, device=x.device)
         c = x[cand]  # (trials, s)
-        d = torch.addmm(x_sq.unsqueeze(1) + c.square().sum(1), x, c.t(), alpha=-2)  # (n_seed, trials)
-        d = torch.minimum(d, min_d.unsqueeze(1)).clamp_min_(0)  # each candidate's new D^2; rounding can dip below 0
-        best = d.sum(0).argmin()  # the candidate that leaves the least potential
-        min_d = d[:, best].contiguous()
+        weights = torch.cat([-2 * c, torch.ones_like(ones[:trials]), c.square().sum(1, keepdim=True)], 1)
+        d = torch.minimum(weights @ rows, min_d)  # (trials, n_seed): each candidate's new D^2
+        best = d.sum(1).argmin()  # the candidate that leaves the least potential
+        min_d = d[best].clamp_min_(0)  # rounding can dip below 0
         centroids[i] = c[best]
     return centroids
 
@@ -165,7 +250,13 @@ def _lloyd(
     tick: Callable[[], None],  # called after every iteration (the progress bar)
     chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """k-means of one sub-space: rows x (n, s) -> centroids (k, s), codes (n,) of the nearest centroids."""
+    """k-means of one sub-space: rows x (n, s) -> centroids (k, s), codes (n,) of the nearest centroids.
+
+    Lloyd's iterations, each row assigned to its exact nearest centroid (`_nearest`), with Hamerly's bound to skip
+    rows that cannot change: `lower` stays below a row's distance to every centroid but its own, falling by the
+    largest move of another centroid each iteration. A row is rescanned only once its own distance reaches it;
+    on real embeddings half the rows or fewer after 10 iterations. The result is that of plain Lloyd iterations.
+    """
     n = x.shape[0]
     if k == n:  # every row its own centroid: the exact optimum, no search needed
         return x.clone(), torch.arange(n, device=x.device)
@@ -176,16 +267,34 @@ def _lloyd(
         centroids = x[torch.randperm(n, generator=gen, device=x.device)[:k]]  # k distinct rows
 
     x_sq = x.square().sum(-1)  # (n,), once: rows do not move
-    codes, partial = _assign(x, centroids, chunk_size)
-    dist = partial.add_(x_sq).clamp_min_(0)
+    shrink = 1 - 2.0**-22  # keeps a bound below the truth through float32 rounding
+
+    def bound(second: Tensor, x_sq: Tensor, slack: Tensor) -> Tensor:  # runner-up score -> distance lower bound
+        return (second + x_sq - slack).clamp_min_(0).sqrt_().mul_(shrink)
+
+    slack = _slack(x_sq, centroids)
+    codes, second = _nearest(x, centroids, slack, chunk_size=chunk_size)
+    lower = bound(second, x_sq, slack)
+    dist = _sq_dist(x, centroids, codes)
     inertia = dist.sum(dtype=torch.float64).item()
     for it in range(iters):
-        centroids = _update(x, codes, dist, k)
-        codes, partial = _assign(x, centroids, chunk_size)
-        dist = partial.add_(x_sq).clamp_min_(0)
+        new = _update(x, codes, dist, k)
+        shift = (new - centroids).norm(dim=1).mul_(1 + 2.0**-10)  # (k,), rounded up
+        top = shift.topk(min(2, k))
+        runner_up = top.values[-1] if k > 1 else 0.0
+        lower.sub_(torch.where(codes == top.indices[0], runner_up, top.values[0])).mul_(shrink)
+        centroids, slack = new, _slack(x_sq, new)
+        dist = _sq_dist(x, centroids, codes)
+        redo = (lower <= (dist + 2 * slack).sqrt_()).nonzero().squeeze(1)  # another centroid may be as near
+        if len(redo):
+            x_r, sq_r, slack_r = x.index_select(0, redo), x_sq.index_select(0, redo), slack.index_select(0, redo)
+            codes_r, second = _nearest(x_r, centroids, slack_r, codes.index_select(0, redo), chunk_size)
+            codes.index_copy_(0, redo, codes_r)
+            lower.index_copy_(0, redo, bound(second, sq_r, slack_r))
+            dist.index_copy_(0, redo, _sq_dist(x_r, centroids, codes_r))
         previous, inertia = inertia, dist.sum(dtype=torch.float64).item()
         tick()
-        log.debug("k-means iter %d: inertia %.6g", it, inertia)
+        log.debug("k-means iter %d: inertia %.6g, %d of %d rows rescanned", it, inertia, len(redo), n)
         if previous - inertia <= tol * previous:
             break
     return centroids, codes
@@ -291,14 +400,14 @@ def kmeans(
     return _fit_spaces(lambda j: x[j].contiguous(), m, k, device=x.device, **options)
 
 
-def _divisors(n: int) -> list[int]:
+def divisors(n: int) -> list[int]:
     return [i for i in range(1, n + 1) if n % i == 0]
 
 
 def check_shape(vocab: int, dim: int, *, m: int, k: int) -> None:
     """Raise a ValueError naming the fix when m or k cannot quantize a (vocab, dim) matrix."""
     if not isinstance(m, int) or m < 1 or dim % m != 0:
-        choices = ", ".join(map(str, _divisors(dim)))
+        choices = ", ".join(map(str, divisors(dim)))
         raise ValueError(f"asg.m={m} does not divide hidden size {dim}; choose one of {choices}")
     if not isinstance(k, int) or not 1 <= k <= vocab:
         raise ValueError(f"asg.k={k} must be between 1 and the vocabulary size V={vocab}; lower asg.k")
@@ -331,7 +440,8 @@ def _fit_torch(
     if rows is not None:  # every row, not only the sampled ones; BLAS reads the strided view
 
         def encode(j: int, centroids: Tensor) -> Tensor:
-            return _assign(x[:, j], centroids)[0]
+            rows = x[:, j]
+            return _nearest(rows, centroids, _slack(rows.square().sum(-1), centroids))[0]
 
     codebooks, codes = _fit_spaces(
         lambda j: (x[:, j] if rows is None else x[rows, j]).contiguous(),

@@ -118,3 +118,32 @@ def test_invalid_codes_are_rejected():
         ASGEmbedding(torch.full((5, 2), 4), torch.zeros(2, 4, 3))
     with pytest.raises(ValueError, match="expected codes"):
         ASGEmbedding(torch.zeros(5, 3, dtype=torch.long), torch.zeros(2, 4, 3))
+
+
+def _lookup_gradients(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The codebook gradient of a lookup, through ASGEmbedding and through autograd's plain index_select, and the
+    float64 sum that both round; repeated ids and shared centroids make many rows add into one codebook row."""
+    gen = torch.Generator().manual_seed(0)
+    m, k, s = 8, 16, 4
+    emb = ASGEmbedding(torch.randint(0, k, (50, m), generator=gen), torch.randn(m, k, s, generator=gen).to(dtype))
+    ids = torch.randint(0, 50, (6, 40), generator=gen)
+    upstream = torch.randn(6, 40, m * s, generator=gen).to(dtype)
+    emb(ids).backward(upstream)
+    flat = (emb.codes.long().index_select(0, ids.reshape(-1)) + torch.arange(m) * k).reshape(-1)  # stacked rows
+    plain = emb.codebooks.detach().clone().requires_grad_()
+    plain.reshape(m * k, s).index_select(0, flat).view(6, 40, m * s).backward(upstream)
+    exact = torch.zeros(m * k, s, dtype=torch.float64).index_add_(0, flat, upstream.double().reshape(-1, s))
+    return emb.codebooks.grad, plain.grad, exact.view(m, k, s)
+
+
+def test_lookup_gradient_equals_autograd_through_the_plain_gather():
+    ours, plain, _ = _lookup_gradients(torch.float32)
+    assert torch.equal(ours, plain)  # bit for bit: the same additions in the same order
+
+
+def test_half_precision_lookup_gradient_is_rounded_once():
+    ours, plain, exact = _lookup_gradients(torch.bfloat16)
+    assert ours.dtype == torch.bfloat16
+    # summed in float32, then one rounding to bfloat16's 8 significant bits: within half a unit in the last place
+    assert ((ours.double() - exact).abs() <= 2.0**-8 * exact.abs() + 1e-30).all()
+    assert (ours.double() - exact).abs().max() <= (plain.double() - exact).abs().max()  # no worse than autograd's

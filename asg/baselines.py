@@ -16,7 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asg.embedding import ASGEmbedding, CompressedEmbedding, code_logits, quantized_stats
-from asg.methods import Method, budget_k, pq_options, register
+from asg.methods import (
+    BYTES_TOLERANCE,
+    FLOAT32_BYTES,
+    Method,
+    budget_bytes,
+    budget_k,
+    nearest_setting,
+    pq_options,
+    register,
+)
 from asg.quantize import check_shape, product_quantize, reconstruct, smallest_code_dtype
 
 log = logging.getLogger(__name__)
@@ -63,7 +72,7 @@ class SGEmbedding(ASGEmbedding):
 
 def _resolve_sg(cfg: Mapping[str, Any], vocab: int, hidden: int) -> dict[str, Any]:
     # asg.m is ignored rather than refused, so a sweep can switch asg.method alone on pq's config
-    settings = dict(cfg) | {"m": 1, "k": budget_k(cfg, vocab)}
+    settings = dict(cfg) | {"m": 1, "k": budget_k(cfg, vocab, hidden)}
     check_shape(vocab, hidden, m=1, k=settings["k"])
     _check_sample_rows(settings, settings["k"])
     return settings
@@ -180,7 +189,19 @@ class LowRankEmbedding(CompressedEmbedding):
 
 
 def _budget_rank(cfg: Mapping[str, Any], vocab: int, hidden: int) -> int:
-    """asg.rank; or the largest rank whose r (V + d) parameters fit asg.budget_pct, else pq's k * d at asg.k."""
+    """asg.rank; the rank whose float32 factors come nearest asg.budget_bytes_pct; the largest rank whose
+    r (V + d) parameters fit asg.budget_pct; else pq's k * d parameters at asg.k."""
+    allowed = budget_bytes(cfg, vocab, hidden)
+    if allowed is not None:
+        per_rank = (vocab + hidden) * FLOAT32_BYTES
+        rank = nearest_setting(lambda r: r * per_rank, allowed, 1, min(vocab, hidden))
+        if rank is None:
+            dense = vocab * hidden * FLOAT32_BYTES
+            raise ValueError(
+                f"asg.budget_bytes_pct={cfg['budget_bytes_pct']} cannot be met within {BYTES_TOLERANCE:.0%} by "
+                f"lowrank: each rank stores {100 * per_rank / dense:.3f}% of the float32 matrix; ask for a multiple"
+            )
+        return rank
     budget = cfg.get("budget_pct")
     if budget is None and cfg.get("rank") is not None:
         return cfg["rank"]
@@ -352,7 +373,8 @@ def _resolve_rq(cfg: Mapping[str, Any], vocab: int, hidden: int) -> dict[str, An
     stages = cfg.get("stages", 2)  # pq's config has no asg.stages
     if not isinstance(stages, int) or stages < 1:
         raise ValueError(f"asg.stages={stages} must be an integer of at least 1; set asg.stages=1 or more")
-    k = budget_k(cfg, vocab)  # split over the stages, so rq keeps pq's parameters at the same asg.k
+    check_shape(vocab, hidden, m=cfg["m"], k=1)  # m first: the byte budget depends on it
+    k = budget_k(cfg, vocab, hidden, m=cfg["m"], stages=stages)  # split over the stages: pq's parameters at asg.k
     per_stage = k // stages
     if per_stage < 1:
         raise ValueError(f"asg.k={k} leaves no centroid per stage for asg.stages={stages}; raise asg.k or lower it")

@@ -2,7 +2,8 @@
 
 A method turns the `asg` config into concrete settings for one (V, d) matrix (`resolve`, which also fails early
 with an error naming the fix) and fits a `CompressedEmbedding` from the dense weight (`build`). `asg.budget_pct`,
-when set, sizes every method to the same kept-parameter budget, so methods compare at equal cost.
+when set, sizes every method to the same kept-parameter budget; `asg.budget_bytes_pct` to the same stored bytes
+(code table included), so methods compare at equal cost either way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from asg.embedding import ASGEmbedding, CompressedEmbedding
-from asg.quantize import check_shape
+from asg.quantize import check_shape, divisors, smallest_code_dtype
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,91 @@ def register(method: Method) -> Method:
     return method
 
 
-def budget_k(cfg: Mapping[str, Any], vocab: int) -> int:
-    """Centroids per sub-space: asg.k, or from asg.budget_pct (k centroids of a V-row matrix keep k / V)."""
+# bytes of one float32 parameter: the byte budget is a share of the float32 V x d matrix
+FLOAT32_BYTES = 4
+# a byte budget is met when the stored bytes are within this fraction of it
+BYTES_TOLERANCE = 0.05
+
+
+def budget_bytes(cfg: Mapping[str, Any], vocab: int, hidden: int) -> float | None:
+    """Bytes allowed by asg.budget_bytes_pct (a percentage of the float32 V x d matrix), or None when unset."""
+    pct = cfg.get("budget_bytes_pct")
+    if pct is None:
+        return None
+    if cfg.get("budget_pct") is not None:
+        raise ValueError(
+            "asg.budget_pct (parameters) and asg.budget_bytes_pct (bytes) are both set; set one of them to null"
+        )
+    if not 0 < pct <= 100:
+        raise ValueError(f"asg.budget_bytes_pct={pct} must be a percentage in (0, 100]")
+    return pct / 100 * vocab * hidden * FLOAT32_BYTES
+
+
+def quantized_bytes(vocab: int, hidden: int, *, m: int, k: int, stages: int = 1) -> int:
+    """Stored bytes of `stages` PQ tables: float32 codebooks (stages x k x d floats) and V x stages x m codes."""
+    codes = vocab * stages * m * smallest_code_dtype(k).itemsize
+    return stages * k * hidden * FLOAT32_BYTES + codes
+
+
+def nearest_setting(sizes: Callable[[int], int], allowed: float, low: int, high: int) -> int | None:
+    """The n in [low, high] whose sizes(n) (non-decreasing in n) is nearest `allowed`, or None if none is within
+    BYTES_TOLERANCE of it; on a tie the smaller."""
+    if sizes(low) > allowed:
+        under = None
+    else:  # binary search for the largest n that fits
+        lo, hi = low, high
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if sizes(mid) <= allowed else (lo, mid - 1)
+        under = lo
+    candidates = [n for n in (under, low if under is None else under + 1) if n is not None and n <= high]
+    best = min(candidates, key=lambda n: abs(sizes(n) - allowed))
+    return best if abs(sizes(best) - allowed) <= BYTES_TOLERANCE * allowed else None
+
+
+def bytes_k(allowed: float, vocab: int, hidden: int, *, m: int, stages: int = 1) -> int:
+    """Centroids per sub-space (per stage) whose stored bytes come nearest `allowed` at this m and stages.
+
+    Raises a ValueError naming the sub-space counts that can meet the budget when this m cannot: the code table
+    alone (V x stages x m integers) may already be larger.
+    """
+
+    def solve(m: int) -> int | None:  # k >= 2: one centroid per sub-space would give every token the same vector
+        return nearest_setting(lambda k: quantized_bytes(vocab, hidden, m=m, k=k, stages=stages), allowed, 2, vocab)
+
+    k = solve(m)
+    if k is None:
+        fits = [f"{mm} (k={solve(mm)})" for mm in divisors(hidden) if solve(mm) is not None]
+        dense = vocab * hidden * FLOAT32_BYTES
+        table_pct = 100 * quantized_bytes(vocab, hidden, m=m, k=2, stages=stages) / dense
+        raise ValueError(
+            f"asg.budget_bytes_pct={100 * allowed / dense:g} cannot be met within {BYTES_TOLERANCE:.0%} with "
+            f"asg.m={m} (stages={stages}): its smallest code table is {table_pct:.3f}% of the float32 matrix; "
+            + (f"choose asg.m from {', '.join(fits)}" if fits else "no asg.m can; raise the budget")
+        )
+    return k
+
+
+def widest_m(budget_bytes_pct: float, vocab: int, hidden: int, *, stages: int = 1, min_k: int = 64) -> int:
+    """The most sub-spaces whose byte budget still leaves at least min_k centroids each: a sizing rule for
+    comparisons at equal bytes (more sub-spaces cost code-table bytes, fewer centroids cost accuracy)."""
+    allowed = budget_bytes_pct / 100 * vocab * hidden * FLOAT32_BYTES
+    fits = []
+    for m in divisors(hidden):
+        k = nearest_setting(lambda k, m=m: quantized_bytes(vocab, hidden, m=m, k=k, stages=stages), allowed, 2, vocab)
+        if k is not None and k >= min_k:
+            fits.append(m)
+    if not fits:
+        raise ValueError(f"no asg.m meets asg.budget_bytes_pct={budget_bytes_pct} with k >= {min_k}; raise the budget")
+    return max(fits)
+
+
+def budget_k(cfg: Mapping[str, Any], vocab: int, hidden: int, *, m: int = 1, stages: int = 1) -> int:
+    """Centroids per sub-space, over all stages: asg.k; from asg.budget_pct (k centroids of a V-row matrix keep
+    k / V of the parameters); or stages x the per-stage k whose bytes meet asg.budget_bytes_pct at this m."""
+    allowed = budget_bytes(cfg, vocab, hidden)
+    if allowed is not None:
+        return stages * bytes_k(allowed, vocab, hidden, m=m, stages=stages)
     budget = cfg.get("budget_pct")
     if budget is None:
         return cfg["k"]
@@ -55,7 +139,8 @@ def pq_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _resolve_pq(cfg: Mapping[str, Any], vocab: int, hidden: int) -> dict[str, Any]:
-    settings = dict(cfg) | {"k": budget_k(cfg, vocab)}
+    check_shape(vocab, hidden, m=cfg["m"], k=1)  # m first: the byte budget depends on it
+    settings = dict(cfg) | {"k": budget_k(cfg, vocab, hidden, m=cfg["m"])}
     check_shape(vocab, hidden, m=settings["m"], k=settings["k"])
     return settings
 

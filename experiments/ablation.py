@@ -1,10 +1,14 @@
-"""ASG against the baselines at equal kept-parameter budgets, on real data, with tables and a Pareto figure.
+"""ASG against the baselines at equal kept-parameter (and stored-byte) budgets, on real data, with tables and a
+Pareto figure.
 
     python -m experiments.ablation --setting bc5cdr_minilm --data-dir ../shared/data
-    python -m experiments.ablation --setting wikiann_e5 --data-dir ../shared/data --e5-dir .cache/e5-small
+    python -m experiments.ablation --setting wikiann_e5 --data-dir ../shared/data --e5-dir .cache/e5-small \
+        [--bytes-budgets 0.5,1,2,5]
 
 Each setting runs the `ablation_methods` preset (pq, sg, lowrank, rq x asg.budget_pct) as one Hydra multirun,
-SG at its own 5-40% budgets where it is affordable, and the dense base run; then `experiments.tables` writes
+SG at its own 5-40% budgets where it is affordable, and the dense base run. With --bytes-budgets, every method
+also runs at each asg.budget_bytes_pct, pq and rq at the most sub-spaces that leave them 64 centroids or more
+(`asg.methods.widest_m`: a sizing rule, not a dev selection; none: that method is skipped there). Then `experiments.tables` writes
 the tables and `pareto_*.png` into experiments/results/ablation_<setting>/. Runs are short (a training subset,
 one epoch) so the whole comparison fits an afternoon on 2 CPU cores; the results file says so.
 """
@@ -17,12 +21,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from asg.methods import widest_m
 from asg.results import write_text_atomic
 from experiments import tables
 from experiments.runner import RESULTS, ROOT, command_line
 
 SETTINGS: dict[str, dict] = {
     "bc5cdr_minilm": {
+        "shape": (30522, 384),  # the embedding's V x d, for the byte budgets' sub-space counts
         "overrides": [
             "model=minilm",
             "task=bc5cdr",
@@ -34,6 +40,7 @@ SETTINGS: dict[str, dict] = {
         "sg_own_budgets": "10,20,40",
     },
     "wikiann_e5": {
+        "shape": (250037, 384),
         "overrides": [
             "model=e5_small",
             "task=wikiann",
@@ -71,12 +78,25 @@ def run(args: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT).returncode
 
 
+def bytes_jobs(budget: float, vocab: int, hidden: int) -> list[list[str]]:
+    """Overrides of each method's run at one stored-byte budget; pq and rq at their widest m."""
+    size = f"asg.budget_bytes_pct={budget}"
+    jobs = [["asg=sg,lowrank", size]]
+    for method, stages in (("pq", 1), ("rq", 2)):
+        try:
+            jobs.append([f"asg={method}", f"asg.m={widest_m(budget, vocab, hidden, stages=stages)}", size])
+        except ValueError as err:  # the table shows the cell as missing
+            print(f"{method} skipped at {size}: {err}", flush=True)
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=sorted(SETTINGS), required=True)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--e5-dir", default=".cache/e5-small")
     parser.add_argument("--budgets", default="0.2,0.4,1,5", help="asg.budget_pct values, comma-separated")
+    parser.add_argument("--bytes-budgets", default=None, help="asg.budget_bytes_pct values, comma-separated")
     parser.add_argument("--runs-dir", type=Path, default=None, help="default: multirun/ablation_<setting>")
     parser.add_argument("--no-sg-own", action="store_true", help="skip SG at its own 10-40%% budgets")
     parser.add_argument("--tables-only", action="store_true", help="only rebuild the tables from finished runs")
@@ -94,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         if setting["sg_own_budgets"] and not args.no_sg_own:
             sg_budgets = f"asg.budget_pct={setting['sg_own_budgets']}"
             run(["-m", *base, "asg=sg", sg_budgets, f"hydra.sweep.dir={runs / 'sg_own'}"])
+        for budget in args.bytes_budgets.split(",") if args.bytes_budgets else []:
+            for job in bytes_jobs(float(budget), *setting["shape"]):
+                run(["-m", *base, *job, f"hydra.sweep.dir={runs / f'bytes_{budget}'}"])
 
     out = RESULTS / f"ablation_{args.setting}"
     tables.main([str(runs), "--out", str(out)])

@@ -55,6 +55,7 @@ DEFAULT_OUT = RESULTS / "tables"
 BASE_METHOD = "none"
 # Keys naming a compression's size; taken from the fitted compression's stats (what was built), else from `asg`.
 STRUCTURE_KEYS = ("m", "k", "rank")
+BUDGET_KEYS = ("budget_pct", "budget_bytes_pct")  # a run sized by a budget shows it next to its size
 # Config keys (with the keys below them) that cannot change a result. `callbacks` is not one: a callback such as
 # EarlyStopping changes training. `data.dir` becomes where the data came from: the Hub or a local copy.
 IGNORED_KEYS = (
@@ -148,7 +149,7 @@ def load_run(path: Path) -> dict[str, Any]:
     asg = {} if method == BASE_METHOD else dict(metrics.get("asg") or {})
     source = compression if any(key in compression for key in STRUCTURE_KEYS) else asg
     size = [(key, source[key]) for key in STRUCTURE_KEYS if source.get(key) is not None]
-    size += [("budget_pct", asg["budget_pct"])] if asg.get("budget_pct") is not None else []
+    size += [(key, asg[key]) for key in BUDGET_KEYS if asg.get(key) is not None]
     transfer = {k: pick((metrics.get("transfer") or {}).get(k), f"transfer.{k}") for k in ("name", "train_lang")}
     transfer_text = str(transfer["name"] or "unknown") + (
         f" ({transfer['train_lang']})" if transfer["train_lang"] else ""
@@ -205,7 +206,7 @@ def group(records: list[dict[str, Any]]) -> pd.DataFrame:
             config.loc[:, ~is_asg].groupby(family).transform("nunique") > 1,
         ],
         axis=1,
-    ).drop(columns=["asg.budget_pct", *(f"asg.{key}" for key in STRUCTURE_KEYS)], errors="ignore")  # in the size
+    ).drop(columns=[f"asg.{key}" for key in (*BUDGET_KEYS, *STRUCTURE_KEYS)], errors="ignore")  # in the size
     varying = [[(key, config.at[i, key]) for key in varies.columns[varies.loc[i]]] for i in runs.index]
     runs["experiment"] = [_items_text((k, v) for k, v in kv if not k.startswith("asg.")) for kv in varying]
     runs["setting"] = [

@@ -216,6 +216,45 @@ def test_budget_pct_sizes_fitted_modules_alike():
     assert stats["rq"]["code_bytes"] == 2 * stats["pq"]["code_bytes"]  # two stages of m codes per token
 
 
+# m of pq and rq per byte budget on e5-small's 250,037 x 384 matrix: below 1% their code tables need a small m
+BYTE_BUDGETS = [(0.5, {"pq": 6, "rq": 3}), (1.0, {"pq": 4, "rq": 2}), (2.0, {"pq": 8, "rq": 4}), (5.0, {"pq": 32, "rq": 16})]
+
+
+@pytest.mark.parametrize(("budget", "m"), BYTE_BUDGETS)
+def test_budget_bytes_pct_sizes_every_method_within_five_percent(budget, m):
+    vocab, dim = 250037, 384
+    target = budget / 100 * vocab * dim * 4
+    for method in ["pq", *METHODS]:
+        cfg = asg_cfg(method, m=m.get(method, 1), k=999, rank=None, budget_bytes_pct=budget)
+        settings = get_method(method).resolve(cfg, vocab, dim)
+        if method == "lowrank":
+            stored = settings["rank"] * (vocab + dim) * 4
+        else:
+            stages, k = settings.get("stages", 1), settings["k"] // settings.get("stages", 1)
+            code_size = 1 if k <= 256 else 2 if k <= 32768 else 4
+            stored = stages * k * dim * 4 + vocab * stages * settings["m"] * code_size
+        assert abs(stored - target) <= 0.05 * target, (method, settings)
+
+
+def test_budget_bytes_pct_equals_the_fitted_modules_bytes():
+    weight = random_weight(3000, 48)  # float32: the budget is a share of these bytes
+    for method, m in [("pq", 4), ("sg", 1), ("rq", 2), ("lowrank", 1)]:
+        stats = fit(weight, method, m=m, rank=None, budget_bytes_pct=20.0).stats()
+        assert stats["bytes_kept_pct"] == pytest.approx(20.0, rel=0.05), (method, stats)
+
+
+def test_budget_bytes_pct_that_m_cannot_meet_names_the_m_that_can():
+    resolve = get_method("pq").resolve
+    cfg = asg_cfg("pq", m=32, budget_bytes_pct=1.0)
+    fits = r"1 \(k=2175\), 2 \(k=1849\), 3 \(k=1524\), 4 \(k=1198\), 6 \(k=547\), 16 \(k=2\)"
+    with pytest.raises(ValueError, match=rf"smallest code table is 2\.084% .*; choose asg\.m from {fits}$"):
+        resolve(cfg, 250037, 384)
+    with pytest.raises(ValueError, match="both set; set one of them to null"):
+        resolve(asg_cfg("pq", m=8, budget_pct=0.4, budget_bytes_pct=1.0), 250037, 384)
+    with pytest.raises(ValueError, match="each rank stores 0.261% of the float32 matrix"):
+        get_method("lowrank").resolve(asg_cfg("lowrank", rank=None, budget_bytes_pct=0.39), 250037, 384)
+
+
 def test_lowrank_rank_follows_pq_budget_when_unset_and_warns_below_rank_one(caplog):
     resolve = get_method("lowrank").resolve
     assert resolve(asg_cfg("lowrank", k=128, rank=None), 30522, 384)["rank"] == 128 * 384 // (30522 + 384)
@@ -353,3 +392,22 @@ def test_fast_dev_run_per_method(tmp_path, tiny_dirs, shared_data, method):
     else:
         assert c["params_after"] == 32 * c["hidden_size"]  # tiny_run's asg.k=32, split over rq's stages
         assert math.isclose(c["params_kept_pct"], 100 * 32 / c["vocab_size"])
+
+
+@pytest.mark.parametrize(("budget", "stages", "expected"), [(0.5, 1, 6), (1.0, 1, 6), (2.0, 1, 12), (5.0, 2, 16)])
+def test_widest_m_is_the_most_sub_spaces_that_leave_64_centroids(budget, stages, expected):
+    from asg.methods import widest_m
+    from asg.quantize import divisors
+
+    vocab, dim = 250037, 384
+    m = widest_m(budget, vocab, dim, stages=stages)
+    assert m == expected
+    resolve = get_method("rq" if stages == 2 else "pq").resolve
+    k = resolve(asg_cfg("pq", m=m, stages=stages, budget_bytes_pct=budget), vocab, dim)["k"] // stages
+    assert k >= 64
+    wider = min(w for w in divisors(dim) if w > m)
+    try:
+        k_wider = resolve(asg_cfg("pq", m=wider, stages=stages, budget_bytes_pct=budget), vocab, dim)["k"] // stages
+    except ValueError:  # its code table misses the budget
+        k_wider = None
+    assert k_wider is None or k_wider < 64

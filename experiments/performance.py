@@ -1,7 +1,7 @@
 """Is fine-tuning lighter with ASG? Step time, optimizer state, peak memory and export size against the dense model.
 
     python -m experiments.performance [--quick] [--threads N] [--e5-dir DIR] [--minilm-dir DIR] [--with-pq-fit]
-        [--with-head]
+        [--with-head] [--skip-training]
 
 For multilingual-e5-small (ASG k=1024, m=8) and all-MiniLM-L6-v2 (k=128, m=8), each with a 9-label token
 classification head, at one batch shape (16 x 128 ids):
@@ -17,6 +17,7 @@ the training process loads it with `load_compressed`; the export's size is the t
 The embedding lookup (e5-small's V x d, 32 x 128 ids) compares ASG with nn.Embedding: forward + backward with the
 default dense gradient (what fine-tuning uses), with sparse=True, and forward only; rounds alternate the modules.
 
+--skip-training leaves out the training steps and the export (the lookup, and what --with-* adds, still run).
 --with-pq-fit adds experiments/pq_fit.py's rows (asg's k-means against faiss's; it writes its own pq_fit.md/.json).
 --with-head adds the output head's rows: ASGOutputHead (factorised logits) against today's dense head, which rebuilds
 the V x d matrix on every call, at mT5-base's lm_head (V=250,112, d=768) with ASG k=1024 m=32: a decoding step
@@ -321,7 +322,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     dirs = {"e5_small": args.e5_dir or _default_e5_dir(), "minilm": args.minilm_dir or _default_minilm_dir()}
     out: dict[str, Any] = {"plan": plan, "load_before": os.getloadavg(), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, setting in MODELS.items():
+        for name, setting in {} if args.skip_training else MODELS.items():
             export_dir = str(Path(tmp) / name)
             print(f"[{name}] fitting ASG k={setting['k']} m={setting['m']} and exporting", flush=True)
             prepared = run_once(
@@ -335,7 +336,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 {"none": common | {"method": "none"}, "asg": common | {"method": "pq"}}, plan["warmup"], plan["steps"]
             )
             out["models"][name] = {"dir": dirs[name], **setting, **prepared, "train": trained}
-    e5 = out["models"]["e5_small"]["stats"]
+    e5 = json.loads((Path(dirs["e5_small"]) / "config.json").read_text())
     print("[lookup] e5-small embedding", flush=True)
     out["lookup"] = run_once(
         {"kind": "lookup", "vocab": e5["vocab_size"], "dim": e5["hidden_size"], "threads": args.threads}
@@ -392,18 +393,18 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         ("dense", "forward", f"forward only vs nn.Embedding, {reps}"),
     ):
         rows.append((where, measure, "ms", lookup_ms[f"{baseline}_{kind}"], lookup_ms[f"asg_{kind}"], ""))
-    e5 = result["models"]["e5_small"]
-    sizes = e5["sizes"]
-    rows.append(
-        (
-            f"export, multilingual-e5-small ASG k={e5['k']} m={e5['m']}",
-            "dense float32 parameters vs model.safetensors (MiB)",
-            "bytes",
-            sizes["dense_bytes"],
-            sizes["model_bytes"],
-            f"{sizes['ratio']:.2f}x smaller; file {sizes['arithmetic_diff_pct']:+.3f}% off the arithmetic sum",
+    for e5 in [result["models"]["e5_small"]] if "e5_small" in result["models"] else []:
+        sizes = e5["sizes"]
+        rows.append(
+            (
+                f"export, multilingual-e5-small ASG k={e5['k']} m={e5['m']}",
+                "dense float32 parameters vs asg.safetensors (MiB)",
+                "bytes",
+                sizes["dense_bytes"],
+                sizes["model_bytes"],
+                f"{sizes['ratio']:.2f}x smaller; file {sizes['arithmetic_diff_pct']:+.3f}% off the arithmetic sum",
+            )
         )
-    )
     for fit in result.get("pq_fit", []):  # missing matrices are listed below the table
         if "missing" not in fit:
             rows.append(
@@ -523,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--with-head", action="store_true", help="also time the output head at mT5-base's size (slow: minutes)"
     )
+    parser.add_argument("--skip-training", action="store_true", help="no training steps or export: the lookup only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

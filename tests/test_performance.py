@@ -52,3 +52,11 @@ def test_head_rows_time_and_measure_both_heads_per_shape():
     for what, measure, unit, baseline, asg, _ in rows:
         assert what.startswith("output head, V=500 d=32") and ("hidden 2x1x32" in measure or "2x3x32" in measure)
         assert (unit == "ms" and baseline > 0 and asg > 0) or (unit == "bytes" and baseline >= 0 and asg >= 0)
+
+
+def test_skip_training_runs_the_lookup_alone(tmp_path, e5_dir):
+    main(["--quick", "--skip-training", "--threads", "1", "--out-dir", str(tmp_path), "--e5-dir", e5_dir])
+    payload = json.loads((tmp_path / "performance.json").read_text())
+    assert payload["raw"]["models"] == {}
+    assert [row["what"].split(",")[0] for row in payload["rows"]] == ["embedding lookup"] * 3
+    assert payload["raw"]["lookup"]["vocab"] == 250037 and payload["raw"]["lookup"]["dim"] == 384

@@ -170,6 +170,7 @@ def load_run(path: Path) -> dict[str, Any]:
         "languages": ", ".join(sorted(lang for lang in scores if lang != "avg")),
         "params_kept_pct": compression.get("params_kept_pct"),
         "bytes_kept_pct": compression.get("bytes_kept_pct"),
+        "rel_error": compression.get("rel_error"),  # the fit's ||E - Ê|| / ||E||, beside the score it is not
         "train_samples": metrics.get("train_samples"),
         "notes": tuple(metrics.get("notes") or ()),
         "size": [(key, _value_text(value)) for key, value in size],
@@ -240,6 +241,7 @@ def cell_table(runs: pd.DataFrame) -> pd.DataFrame:
             **{c: (c, "first") for c in [*FAMILY, "model_label", "method", "setting", "base"]},
             params_kept_pct=("params_kept_pct", lambda s: s.astype(float).mean()),
             bytes_kept_pct=("bytes_kept_pct", lambda s: s.astype(float).mean()),
+            rel_error=("rel_error", lambda s: s.astype(float).mean()),
             n_runs=("path", "size"),
             seeds=("scored_seed", lambda s: " ".join(map(str, s.dropna())) or None),
             unseeded=("seed", lambda s: s.isna().any()),
@@ -375,7 +377,8 @@ def caveats(cells: pd.DataFrame) -> list[str]:
 MAIN_COLUMNS = {
     "model": "model_label", "task": "task", "transfer": "transfer", "metric": "metric", "method": "method",
     "setting": "setting", "score": "score", "base": "base", "rel. %": "relative_pct",
-    "params kept %": "params_kept_pct", "bytes kept %": "bytes_kept_pct", "n seeds": "n_seeds",
+    "params kept %": "params_kept_pct", "bytes kept %": "bytes_kept_pct", "fit rel. error": "rel_error",
+    "n seeds": "n_seeds",
 }  # fmt: skip
 
 
@@ -390,6 +393,7 @@ def main_tables(cells: pd.DataFrame, stats: pd.DataFrame) -> tuple[pd.DataFrame,
         relative_pct=t.rel.map(_num),
         params_kept_pct=t.params_kept_pct.map(lambda v: _num(v, KEPT_DECIMALS)),
         bytes_kept_pct=t.bytes_kept_pct.map(lambda v: _num(v, KEPT_DECIMALS)),
+        rel_error=t.rel_error.map(lambda v: _num(v, 4)),
         n_seeds=t.n.map(str),
         seeds=t.seeds,
         notes=t.notes.map(lambda notes: " | ".join(notes) or None),

@@ -97,6 +97,14 @@ def fit_compression(
     return embedding, head_embedding
 
 
+def _refused_save_pretrained(*args: Any, **kwargs: Any) -> None:
+    raise TypeError(
+        "save_pretrained would write this compressed model as a dense checkpoint, which loads a random embedding "
+        "in place of its codebooks; use asg.export.save_compressed(model, out_dir, tokenizer, family=...) or "
+        "`python -m asg.export RUN_DIR OUT_DIR`"
+    )
+
+
 def install(
     model: PreTrainedModel, embedding: CompressedEmbedding, head_embedding: CompressedEmbedding | None = None
 ) -> dict[str, Any]:
@@ -113,6 +121,7 @@ def install(
     # the model's device and float dtype (integer codes stay integers); a trainer's precision converts them later
     device, dtype = dense.weight.device, dense.weight.dtype
     model.set_input_embeddings(embedding.to(device, dtype))
+    model.save_pretrained = _refused_save_pretrained  # and so push_to_hub, which calls it
     stats: dict[str, Any] = {"method": embedding.method, **embedding.stats()}
     if getattr(embedding, "fit_seconds", None) is not None:
         stats["fit_seconds"], stats["fit_device"] = round(embedding.fit_seconds, 3), embedding.fit_device

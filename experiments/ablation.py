@@ -8,9 +8,10 @@ Pareto figure.
 Each setting runs the `ablation_methods` preset (pq, sg, lowrank, rq x asg.budget_pct) as one Hydra multirun,
 SG at its own 5-40% budgets where it is affordable, and the dense base run. With --bytes-budgets, every method
 also runs at each asg.budget_bytes_pct, pq and rq at the most sub-spaces that leave them 64 centroids or more
-(`asg.methods.widest_m`: a sizing rule, not a dev selection; none: that method is skipped there). Then `experiments.tables` writes
-the tables and `pareto_*.png` into experiments/results/ablation_<setting>/. Runs are short (a training subset,
-one epoch) so the whole comparison fits an afternoon on 2 CPU cores; the results file says so.
+(`asg.methods.widest_m`: a sizing rule, not a dev selection; where no m can, that method is skipped). Then
+`experiments.tables` writes the tables and `pareto_*.png` into experiments/results/ablation_<setting>/. Runs are
+short (a training subset, one epoch) so the whole comparison fits an afternoon on 2 CPU cores; the results file
+says so.
 """
 
 from __future__ import annotations

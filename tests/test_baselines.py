@@ -217,7 +217,12 @@ def test_budget_pct_sizes_fitted_modules_alike():
 
 
 # m of pq and rq per byte budget on e5-small's 250,037 x 384 matrix: below 1% their code tables need a small m
-BYTE_BUDGETS = [(0.5, {"pq": 6, "rq": 3}), (1.0, {"pq": 4, "rq": 2}), (2.0, {"pq": 8, "rq": 4}), (5.0, {"pq": 32, "rq": 16})]
+BYTE_BUDGETS = [
+    (0.5, {"pq": 6, "rq": 3}),
+    (1.0, {"pq": 4, "rq": 2}),
+    (2.0, {"pq": 8, "rq": 4}),
+    (5.0, {"pq": 32, "rq": 16}),
+]
 
 
 @pytest.mark.parametrize(("budget", "m"), BYTE_BUDGETS)

@@ -107,6 +107,18 @@ def test_bert_token_classification_round_trip(tmp_path, tiny_dirs, no_unpickling
     assert saved["base_config"]["model_type"] == "bert"
 
 
+def test_save_pretrained_of_a_compressed_model_refuses_and_names_the_export(tmp_path, tiny_dirs):
+    # transformers would write the codes and codebooks beside a dense config: reloading gives a random embedding
+    model = load_model(str(tiny_dirs["mbert"]), "token_classification", labels=NER_LABELS)
+    apply_asg(model, m=4, k=16, iters=2)
+    with pytest.raises(TypeError, match=r"asg\.export\.save_compressed\(model, out_dir, tokenizer, family=\.\.\.\)"):
+        model.save_pretrained(tmp_path / "plain")
+    assert not (tmp_path / "plain").exists()
+    save_compressed(model, tmp_path / "export", family="token_classification")
+    with pytest.raises(TypeError, match="loads a random embedding"):  # a reloaded export is guarded too
+        load_compressed(tmp_path / "export").save_pretrained(tmp_path / "again")
+
+
 @pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq"])
 def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, no_unpickling):
     asg_cfg = OmegaConf.to_container(make_cfg(tmp_path, f"asg={method}", "asg.k=16", "asg.m=4", "asg.iters=2").asg)

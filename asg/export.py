@@ -46,6 +46,7 @@ from asg.surgery import ASGOutputHead, compressed_specs, heads_tied, install
 def embedding_classes() -> dict[str, type[CompressedEmbedding]]:
     """Every CompressedEmbedding subclass keyed by its `method`: a new method plugs in by subclassing."""
     import asg.baselines  # noqa: F401  (defines the baselines' classes)
+    import asg.opq  # noqa: F401
 
     found: dict[str, type[CompressedEmbedding]] = {}
     pending = [CompressedEmbedding]

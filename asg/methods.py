@@ -167,5 +167,6 @@ def get_method(name: str) -> Method:
 
 
 def _load_baselines() -> None:
-    # the baselines register themselves on import; imported lazily to keep this module free of cycles
+    # the other methods register themselves on import; imported lazily to keep this module free of cycles
     import asg.baselines  # noqa: F401
+    import asg.opq  # noqa: F401

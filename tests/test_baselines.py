@@ -385,7 +385,7 @@ def test_lossy_method_trains_its_tensors_at_the_codebook_lr(tiny_dirs, method, t
     assert fast == {id(p) for p in embedding.parameters()}
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, "opq"])
 def test_fast_dev_run_per_method(tmp_path, tiny_dirs, shared_data, method):
     metrics = tiny_run(tmp_path, tiny_dirs, shared_data, "mbert", f"asg={method}")
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
@@ -394,6 +394,8 @@ def test_fast_dev_run_per_method(tmp_path, tiny_dirs, shared_data, method):
     assert c["rel_error"] > 0 and 0 < c["params_kept_pct"] < 100
     if method == "lowrank":  # asg.k=32 on a 32-wide model is below rank 1's budget: rank 1 is used
         assert c["rank"] == 1 and c["params_after"] == c["vocab_size"] + 32
+    elif method == "opq":  # and its 32 x 32 rotation
+        assert c["params_after"] == 32 * c["hidden_size"] + 32 * 32 and c["rotation_bytes"] == 32 * 32 * 4
     else:
         assert c["params_after"] == 32 * c["hidden_size"]  # tiny_run's asg.k=32, split over rq's stages
         assert math.isclose(c["params_kept_pct"], 100 * 32 / c["vocab_size"])

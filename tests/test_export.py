@@ -119,7 +119,7 @@ def test_save_pretrained_of_a_compressed_model_refuses_and_names_the_export(tmp_
         load_compressed(tmp_path / "export").save_pretrained(tmp_path / "again")
 
 
-@pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq"])
+@pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq", "opq"])
 def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, no_unpickling):
     asg_cfg = OmegaConf.to_container(make_cfg(tmp_path, f"asg={method}", "asg.k=16", "asg.m=4", "asg.iters=2").asg)
     model = load_model(str(tiny_dirs["mbert"]), "token_classification", labels=NER_LABELS)

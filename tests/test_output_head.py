@@ -10,12 +10,13 @@ from transformers import AutoModelForMaskedLM, MT5ForConditionalGeneration
 import asg.embedding
 from asg.baselines import LowRankEmbedding, RQEmbedding, SGEmbedding
 from asg.embedding import ASGEmbedding, CompressedEmbedding
+from asg.opq import OPQEmbedding
 from asg.surgery import ASGOutputHead, compress_model
 from tests.test_baselines import asg_cfg
 from tests.test_surgery import ids_for, untie_head
 
 VOCAB, DIM = 301, 16
-METHODS = ("pq", "sg", "rq", "lowrank")
+METHODS = ("pq", "sg", "rq", "lowrank", "opq")
 
 
 def random_embedding(method: str, seed: int = 0) -> CompressedEmbedding:
@@ -28,6 +29,10 @@ def random_embedding(method: str, seed: int = 0) -> CompressedEmbedding:
     if method == "rq":
         codes = torch.randint(0, 5, (VOCAB, 3, 2), generator=g)  # 3 stages of 2 sub-spaces
         return RQEmbedding(codes, torch.randn(3, 2, 5, DIM // 2, generator=g))
+    if method == "opq":  # a random orthogonal rotation after pq's codes
+        rotation = torch.linalg.qr(torch.randn(DIM, DIM, generator=g, dtype=torch.float64))[0].float()
+        codes, codebooks = torch.randint(0, 6, (VOCAB, 4), generator=g), torch.randn(4, 7, DIM // 4, generator=g)
+        return OPQEmbedding(codes, codebooks, rotation)
     return LowRankEmbedding(torch.randn(VOCAB, 3, generator=g), torch.randn(3, DIM, generator=g))
 
 

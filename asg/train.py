@@ -251,6 +251,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "asg": OmegaConf.to_container(cfg.asg, resolve=True),
         "compression": module.compression,
         "scores": {name: float(value) for name, value in module.scores.items()},
+        # validation scores after each validation pass (`step` = optimizer steps so far): the learning curve
+        "val_history": module.val_history,
         "train_samples": datamodule.num_train_samples,
         # Where the setting departs from the paper's (e.g. offline training data), said next to the scores.
         "notes": list(getattr(datamodule, "notes", [])),

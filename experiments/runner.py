@@ -8,17 +8,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+from asg.train import RUN_CONFIG
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 
 
 def run_config(name: str, overrides: list[str], runs_dir: Path) -> dict | None:
-    """One run in its own process, so a failure is recorded and the other configurations go on."""
+    """One run in its own process, so a failure is recorded and the other configurations go on.
+
+    A run whose metrics.json exists is not started again: its metrics are returned, so a study killed or spread
+    over several sessions resumes with the runs it lacks. Delete a run's dir to rerun it. A relative `runs_dir`
+    is relative to the repository root, where the runs start.
+    """
     out = Path(runs_dir) / name
+    metrics = ROOT / out / "metrics.json"
+    if metrics.is_file():
+        saved = json.loads((ROOT / out / RUN_CONFIG).read_text())["overrides"]
+        if saved != overrides:
+            # a study whose settings changed must not pass an old run off as the new one
+            raise ValueError(
+                f"{out} finished with other overrides ({shlex.join(saved)}), not {shlex.join(overrides)}: "
+                "delete it to rerun, or give the run another name"
+            )
+        print(f"{name}: skipped, {metrics} exists", flush=True)
+        return json.loads(metrics.read_text())
     cmd = [sys.executable, "run.py", *overrides, f"hydra.run.dir={out}"]
     print("$", shlex.join(cmd), flush=True)
     proc = subprocess.run(cmd, cwd=ROOT)
-    metrics = out / "metrics.json"
     if proc.returncode or not metrics.is_file():
         print(f"{name} failed (exit {proc.returncode})", flush=True)
         return None

@@ -85,6 +85,8 @@ def test_crashed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_run(t
     assert metrics["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
     assert metrics["steps"] == expected["steps"] == 8
     assert metrics["scores"] == expected["scores"]
+    assert len(metrics["val_history"]) == 2, "the learning curve keeps the validation before the crash"
+    assert metrics["val_history"] == expected["val_history"]
     weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     reference_weights = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", weights_only=True)[
         "state_dict"

@@ -72,10 +72,10 @@ class XNLITextDataModule(XNLIDataModule):
         self.max_target_length = max_target_length
         self.references: dict[tuple[str, str], list[list[str]]] = {}
 
-    def _encode(self, stage: str, split: str, lang: str, limit: int | None) -> None:
+    def _encode(self, stage: str, lang: str, limit: int | None) -> None:
         if (stage, lang) in self.encoded:
             return
-        pairs = self._pairs(split, lang, limit)
+        pairs = self._pairs(stage, lang, limit)
         targets = [p["label"] for p in pairs]
         self.encoded[(stage, lang)] = encode_text_pairs(
             self.tokenizer,

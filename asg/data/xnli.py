@@ -121,8 +121,10 @@ def read_xnli_hub(source: str, split: str, lang: str, limit: int | None = None) 
 class XNLIDataModule(LanguageDataModule):
     """XNLI from a local data dir (`data_dir`) or the Hub (`data_dir=None`), one evaluation loader per language.
 
-    The Hub has MultiNLI train for every language (the paper's setting). Offline there is none: the model trains
-    on the train language's dev split, so there is no validation loader and `notes` says so.
+    The Hub has MultiNLI train for every language (the paper's setting) and validates on the dev split. Offline
+    there is no train split: the model trains on the train language's dev split, whose last `val_size` pairs are
+    held out for validation (model selection stays on the train language, the zero-shot rule); training pairs that
+    share a premise with them are dropped (XNLI gives each premise three hypotheses), and `notes` says so.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class XNLIDataModule(LanguageDataModule):
         hub_languages: Sequence[str] = ("en",),
         hub_source: str = "facebook/xnli",
         data_dir: str | None = None,
+        val_size: int = 490,
         max_length: int = 128,
         batch_size: int = 16,
         eval_batch_size: int = 64,
@@ -162,9 +165,10 @@ class XNLIDataModule(LanguageDataModule):
             train_available=train_available,
             eval_available=eval_available,
         )
-        # Offline the dev split is the training data: validating on it would score training rows.
-        self.train_split = "validation" if data_dir else "train"
-        self.val_langs = [] if data_dir else [self.train_lang]
+        if val_size < 0:
+            raise ValueError(f"val_size={val_size} must be >= 0 (0: no validation)")
+        self.val_size = val_size
+        self.val_langs = [] if data_dir and not val_size else [self.train_lang]
         self.notes: list[str] = []
         self.encoded: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
@@ -172,22 +176,35 @@ class XNLIDataModule(LanguageDataModule):
     def num_train_samples(self) -> int:
         return len(self.encoded[("train", self.train_lang)])
 
-    def _pairs(self, split: str, lang: str, limit: int | None) -> list[Pair]:
-        if self.data_dir:
-            pairs = read_xnli_local(self.data_dir, split, lang)[:limit]
-        else:
+    def _local_train_and_val(self, lang: str) -> tuple[list[Pair], list[Pair]]:
+        """Offline: the dev pairs but the last `val_size` for training (less those sharing a premise), those for val."""
+        pairs = read_xnli_local(self.data_dir, "validation", lang)
+        if self.val_size >= len(pairs):
+            raise ValueError(f"val_size={self.val_size} leaves no training pairs: XNLI {lang} dev has {len(pairs)}")
+        cut = len(pairs) - self.val_size
+        held_out = {p["premise"] for p in pairs[cut:]}
+        return [p for p in pairs[:cut] if p["premise"] not in held_out], pairs[cut:]
+
+    def _pairs(self, stage: str, lang: str, limit: int | None) -> list[Pair]:
+        if not self.data_dir:
+            split = {"train": "train", "val": "validation", "test": "test"}[stage]
             pairs = read_xnli_hub(self.hub_source, split, lang, limit)
+        elif stage == "test":
+            pairs = read_xnli_local(self.data_dir, "test", lang)[:limit]
+        else:
+            train, val = self._local_train_and_val(lang)
+            pairs = (train if stage == "train" else val)[:limit]
         unknown = {p["label"] for p in pairs} - set(self.label2id)
         if unknown:
             raise ValueError(
-                f"{self.task} {split}/{lang} has labels {sorted(unknown)} not in task.labels={self.labels}"
+                f"{self.task} {stage}/{lang} has labels {sorted(unknown)} not in task.labels={self.labels}"
             )
         return pairs
 
-    def _encode(self, stage: str, split: str, lang: str, limit: int | None) -> None:
+    def _encode(self, stage: str, lang: str, limit: int | None) -> None:
         if (stage, lang) in self.encoded:
             return
-        pairs = self._pairs(split, lang, limit)
+        pairs = self._pairs(stage, lang, limit)
         enc = self.tokenizer(
             [p["premise"] for p in pairs],
             [p["hypothesis"] for p in pairs],
@@ -198,25 +215,33 @@ class XNLIDataModule(LanguageDataModule):
             {key: values[i] for key, values in enc.items()} | {"labels": self.label2id[p["label"]]}
             for i, p in enumerate(pairs)
         ]
-        log.info("%s %s/%s: %d pairs", self.task, split, lang, len(pairs))
+        log.info("%s %s/%s: %d pairs", self.task, stage, lang, len(pairs))
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
-            self._encode("train", self.train_split, self.train_lang, self.max_train_samples)
-            if self.data_dir and not self.notes:
-                n = self.num_train_samples
-                self.notes += [
-                    f"trained on XNLI {self.train_lang} dev ({n:,} pairs), not MultiNLI train: not the paper's setting",
-                    f"no validation scores: XNLI {self.train_lang} dev is the training data",
-                ]
-                log.warning("%s", "; ".join(self.notes))
+            self._encode("train", self.train_lang, self.max_train_samples)
         if stage in (None, "fit", "validate"):
             for lang in self.val_langs:
-                self._encode("val", "validation", lang, self.max_eval_samples)
+                self._encode("val", lang, self.max_eval_samples)
+        if stage in (None, "fit") and self.data_dir and not self.notes:
+            lang, n = self.train_lang, self.num_train_samples
+            self.notes.append(f"trained on XNLI {lang} dev ({n:,} pairs), not MultiNLI train: not the paper's setting")
+            if self.val_langs:
+                note = (
+                    f"validation: the last {self.val_size:,} XNLI {lang} dev pairs, held out from training (as are "
+                    "the training pairs that share a premise with them)"
+                )
+                scored = len(self.encoded[("val", lang)])
+                if scored < self.val_size:
+                    note += f"; the first {scored:,} of them scored (data.max_eval_samples)"
+                self.notes.append(note)
+            else:
+                self.notes.append(f"no validation scores: val_size=0, all of XNLI {lang} dev is training data")
+            log.warning("%s", "; ".join(self.notes))
         # On the Hub path the test sets are read before training too, so a language the dataset lacks fails at once.
         if stage in (None, "test") or (stage == "fit" and not self.data_dir):
             for lang in self.eval_langs:
-                self._encode("test", "test", lang, self.max_eval_samples)
+                self._encode("test", lang, self.max_eval_samples)
 
     def collator(self) -> Callable[[list[dict[str, Any]]], dict]:
         return DataCollatorWithPadding(self.tokenizer)

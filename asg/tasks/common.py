@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -10,8 +12,11 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from asg.embedding import CompressedEmbedding
+from asg.results import write_json_atomic
 from asg.surgery import compress_model, compressed_specs
 
+# the learning curve so far, in the run dir (what a resumed run's curve starts from)
+VAL_HISTORY = "val_history.json"
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
 
 
@@ -96,6 +101,9 @@ class TaskModule(pl.LightningModule):
         self.asg_cfg = asg
         self.compression: dict[str, Any] = {}
         self.scores: dict[str, float] = {}
+        # every validation's scores with its optimizer step and epoch: the learning curve metrics.json keeps
+        self.val_history: list[dict[str, Any]] = []
+        self._train_losses: list[float] = []  # since the last validation, for the curve's mean training loss
 
     def configure_model(self) -> None:
         # Lightning calls this after the process group is up and before DDP wraps the model, the optimizer is
@@ -124,6 +132,20 @@ class TaskModule(pl.LightningModule):
             "specs": compressed_specs(self.model),
         }
 
+    def _history_file(self) -> Path:
+        return Path(self.trainer.default_root_dir) / VAL_HISTORY
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed run's curve starts with the validations up to its checkpoint's step. They are read from the run
+        # dir, not the checkpoint: one saved at the end of an epoch precedes that epoch's validation, which the
+        # resumed run does not repeat.
+        path = self._history_file()
+        saved = json.loads(path.read_text()) if path.is_file() else []
+        self.val_history = [point for point in saved if point["step"] <= checkpoint["global_step"]]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._train_losses.append(float(outputs["loss"]))
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, dataloader_idx)
 
@@ -131,7 +153,23 @@ class TaskModule(pl.LightningModule):
         self._eval_step(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
+        for name in [name for name in self.scores if name.startswith("val/")]:
+            del self.scores[name]  # a validation that scores nothing must not repeat the previous one's scores
         self._score("val")
+        current = {name: float(value) for name, value in self.scores.items() if name.startswith("val/")}
+        if current and not self.trainer.sanity_checking:
+            losses, self._train_losses = self._train_losses, []
+            step = self.trainer.global_step
+            self.val_history = [point for point in self.val_history if point["step"] != step] + [
+                {
+                    "step": step,
+                    "epoch": self.current_epoch,
+                    "train_loss": sum(losses) / len(losses) if losses else None,
+                    "scores": current,
+                }
+            ]
+            if self.trainer.is_global_zero:
+                write_json_atomic(self._history_file(), self.val_history)
 
     def on_test_epoch_end(self) -> None:
         self._score("test")

@@ -1,0 +1,91 @@
+"""experiments.xnli_qa_e5: dev-only selection, the tables written from run data, the runs a study starts."""
+
+from __future__ import annotations
+
+import argparse
+
+from experiments import xnli_qa_e5 as study_script
+
+XNLI = study_script.STUDIES["xnli"]
+
+
+def fake_run(dev: float, test: dict[str, float] | None = None, method: str = "pq", epochs: int = 3) -> dict:
+    scores = {"val/en/accuracy": dev, "val/avg/accuracy": dev}
+    scores |= {f"test/{lang}/accuracy": v for lang, v in (test or {}).items()}
+    return {
+        "scores": scores,
+        "transfer": {"eval_langs": [lang for lang in (test or {}) if lang != "avg"]},
+        "compression": {"method": method, "params_kept_pct": 0.41 if method == "pq" else 100.0, "bytes_kept_pct": 4.6},
+        "asg": {"codebook_lr_scale": 10.0},
+        "train_samples": 1998,
+        "steps": 125 * epochs,
+        "epochs": epochs,
+        "train_seconds": 60.0,
+        "notes": ["trained on XNLI en dev (1,998 pairs)"],
+        "val_history": [
+            {"step": 62 * e, "epoch": (e - 1) // 2, "train_loss": 1.0 / e, "scores": {"val/en/accuracy": dev - 6 + e}}
+            for e in range(1, 2 * epochs + 1)
+        ],
+    }
+
+
+def test_selection_waits_for_every_candidate_and_uses_dev_alone():
+    runs = {"none": fake_run(60, {"en": 66.0}, "none"), "pq": fake_run(50, {"en": 51.0})}
+    runs |= {"pq_cb30": None, "pq_ep6": fake_run(52, epochs=6)}
+    assert study_script.choose(XNLI, runs) is None  # pq_cb30 has not run: nothing is chosen yet
+    runs["pq_cb30"] = fake_run(55)
+    assert study_script.choose(XNLI, runs) == "pq_cb30"
+    # the test score of the default would beat every candidate's dev score: it chooses nothing
+    runs["pq"] = fake_run(54, {"en": 99.0})
+    assert study_script.choose(XNLI, runs) == "pq_cb30"
+
+
+def test_a_chosen_candidate_is_tested_once_with_its_own_settings(monkeypatch):
+    started = []
+
+    def fake_run_config(name, overrides, runs_dir):
+        started.append((name, overrides))
+        dev = {"pq_cb30": 55.0}.get(name, 50.0)
+        return fake_run(dev, None if "+trainer.limit_test_batches=0" in overrides else {"en": 50.0})
+
+    monkeypatch.setattr(study_script, "run_config", fake_run_config)
+    monkeypatch.setattr(
+        study_script.OmegaConf, "load", lambda path: argparse.Namespace(trainer=argparse.Namespace(max_epochs=3))
+    )
+    args = argparse.Namespace(e5_dir=".cache/e5-small", data_dir="../shared/data")
+    runs = study_script.run_all(XNLI, args, None)
+    assert [name for name, _ in started] == ["none", "pq", "pq_cb30", "pq_ep6", "pq_cb30_test"]
+    overrides = dict(started)
+    assert "+trainer.limit_test_batches=0" in overrides["pq_cb30"]
+    assert overrides["pq_cb30_test"] == [o for o in overrides["pq_cb30"] if o != "+trainer.limit_test_batches=0"]
+    assert "trainer.max_epochs=6" in overrides["pq_ep6"] and "trainer.max_epochs=3" not in overrides["pq_ep6"]
+    text = study_script.report(XNLI, runs, "python -m experiments.xnli_qa_e5 --study xnli")
+    assert "chosen by final dev accuracy: `pq_cb30` (55.00); tested once as `pq_cb30_test`" in text
+    assert "## Test (accuracy, ASG = `pq_cb30_test`)" in text
+
+
+def test_only_starts_the_named_runs_and_reads_the_others(monkeypatch, tmp_path):
+    monkeypatch.setattr(study_script, "run_config", lambda name, *a: fake_run(50.0, {"en": 50.0}))
+    monkeypatch.setattr(study_script, "RESULTS", tmp_path)  # no finished run there
+    monkeypatch.setattr(study_script, "ROOT", tmp_path)
+    monkeypatch.setattr(
+        study_script.OmegaConf, "load", lambda path: argparse.Namespace(trainer=argparse.Namespace(max_epochs=3))
+    )
+    args = argparse.Namespace(e5_dir=".cache/e5-small", data_dir="../shared/data")
+    runs = study_script.run_all(XNLI, args, {"pq"})
+    assert [name for name, r in runs.items() if r is not None] == ["pq"]
+    assert all(r is None for r in study_script.run_all(XNLI, args, set()).values())
+
+
+def test_tables_show_relative_scores_and_the_learning_curve():
+    runs = {
+        "none": fake_run(60, {"en": 66.0, "de": 62.0, "avg": 64.0}, "none"),
+        "pq": fake_run(50, {"en": 49.5, "de": 46.5, "avg": 48.0}),
+        "pq_cb30": None,
+    }
+    text = study_script.report(XNLI, runs, "cmd")
+    assert "| en | 66.00 | 49.50 | 75.0% |" in text
+    assert "| avg | 64.00 | 48.00 | 75.0% |" in text
+    assert "| 62 | 1 | 55.00 (1.000) | 45.00 (1.000) |" in text  # step, epoch, dev (mean training loss) per run
+    assert "- `pq`: 48.00 -> 50.00 (+2.00) over its last epoch" in text
+    assert "| pq_cb30 | not run or failed |" in text

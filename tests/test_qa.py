@@ -371,13 +371,17 @@ def test_fast_dev_run_question_answering(tmp_path, tiny_dirs, shared_data, model
     assert all(0.0 <= v <= 100.0 for v in metrics["scores"].values())
 
 
-# Measured on 2 shared CPU cores (load ~6; 5.6 min): this exact run scores test/en EM 6.0, F1 8.5 on the first
-# 100 XQuAD en questions after 25 steps of 8 on 200 TyDiQA-GoldP en train questions. Nearby settings gave
-# EM 7.0-9.0, F1 8.1-11.3; the dense baseline EM 7.0, F1 9.6; the same model untrained EM 0.0, F1 4.1.
-# A few CPU minutes only start the learning, so the bar is on exact matches, which an untrained head never gets.
-# Longer is not better within CPU minutes: 800 questions (65 steps of 16, max_length 192, same lr) scored EM 4.0,
-# F1 8.2 on the first 200 questions (9.5 min on 2 cores, one other job running).
-EM_THRESHOLD = 3.0
+# Measured with one torch thread (OMP_NUM_THREADS=1) on a 2-core machine whose other core ran other jobs, this exact
+# configuration: 1,200 TyDiQA-GoldP en train questions, one epoch of 107 steps of 16 windows, lr 5e-4, m=32 k=128.
+# The held-out TyDiQA questions (the first 200 of the last 300) scored EM 20.5 / F1 32.8 with this test's seed 42
+# and EM 18.0 / F1 28.8 with seed=1; the first 200 XQuAD en questions EM 7.5 / F1 12.5 and EM 3.5 / F1 8.4
+# (6.9-7.2 min wall). Within CPU minutes the model learns the training distribution but barely transfers to
+# XQuAD (an untrained head scored EM 0.0, F1 4.1 on the first 100 XQuAD en), so the learning bar is on the
+# held-out TyDiQA F1, 8.8 under the lower seed; the XQuAD bar only says the answers are not an untrained head's.
+# The earlier budget (200 questions, 25 steps of 8, lr 5e-4) scored XQuAD en EM 6.0 / F1 8.5; this budget at lr
+# 1e-4 or 3e-4 scored XQuAD en EM 5.0 / F1 8.7 and EM 6.5 / F1 11.1 (seed 42).
+VAL_F1_THRESHOLD = 20.0
+XQUAD_F1_THRESHOLD = 6.0
 
 
 @pytest.mark.slow
@@ -390,21 +394,21 @@ def test_minilm_asg_learns_extractive_qa(tmp_path, shared_data):
         "task=xquad",
         f"data.dir={shared_data}",
         "transfer.eval_langs=[en]",
-        "task.max_length=256",
-        "data.max_train_samples=200",
-        "data.max_eval_samples=100",
-        "data.batch_size=8",
+        "task.max_length=192",
+        "data.max_train_samples=1200",
+        "data.max_eval_samples=200",
         "model.lr=5e-4",
         "asg.m=32",
         "asg.k=128",
         "asg.iters=10",
-        "trainer.limit_val_batches=0",
         "logger=none",
         "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false",
     )
     metrics = train(cfg)
+    scores = metrics["scores"]
     assert metrics["compression"]["params_kept_pct"] == pytest.approx(100 * 128 / 30522)
-    assert metrics["train_samples"] == 200
-    assert metrics["scores"]["test/en/exact_match"] > EM_THRESHOLD, metrics["scores"]
-    assert metrics["scores"]["test/en/f1"] >= metrics["scores"]["test/en/exact_match"]
+    assert metrics["train_samples"] == 1200 and metrics["steps"] == 107
+    assert scores["val/en/f1"] > VAL_F1_THRESHOLD, scores
+    assert scores["test/en/f1"] > XQUAD_F1_THRESHOLD, scores
+    assert scores["test/en/f1"] >= scores["test/en/exact_match"]

@@ -1,0 +1,218 @@
+"""Settings chosen on dev, then tested once over seeds: every method gets its own grid of the same size.
+
+    python -m experiments.dev_selection --setting bc5cdr_minilm --data-dir ../shared/data [--methods pq,none]
+    python -m experiments.dev_selection --setting bc5cdr_minilm --report-only
+
+Each method (dense, pq, rq, sg, lowrank; the compressed ones at 0.4% of the embedding parameters) trains every
+point of its grid once (seed 42) with validation on the dev split after each epoch (BC5CDR `devel`; English dev
+for zero-shot WikiANN, the training language only) and no test. The grid point and epoch count with the best dev
+score are chosen, and only that configuration is tested, with seeds 1, 2 and 3 (the seed drives the k-means fit
+and the fine-tune). Every run is its own `run.py` process in experiments/results/dev_selection_<setting>/runs/,
+whose metrics.json and .hydra/config.yaml are committed; a finished run is reused, so the study spans sessions,
+and two processes with disjoint `--methods` share the work. The report is written whole from the runs there are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+
+from asg.results import write_json_atomic, write_text_atomic
+from experiments.runner import RESULTS, ROOT, run_config
+
+SELECT_SEED = 42
+TEST_SEEDS = (1, 2, 3)
+MAX_EPOCHS = 2  # the dev curve's length; the chosen epoch count (1 or 2) is what the test runs train
+SCALES = (1, 10, 30)  # asg.codebook_lr_scale
+LRS = (5e-5, 1e-4, 2e-4)  # optimizer lr for the methods without a structural knob
+SIZES = (8, 16, 32)  # asg.m
+BUDGET = ["asg.budget_pct=0.4"]
+SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
+# method -> (fixed overrides, grid axes); every compressed method's grid has 9 points, the dense one 3
+GRIDS: dict[str, tuple[list[str], dict[str, tuple]]] = {
+    "none": (["asg=none"], {"model.lr": LRS}),
+    "pq": (["asg=pq", *BUDGET], {"asg.m": SIZES, "asg.codebook_lr_scale": SCALES}),
+    "rq": (["asg=rq", "asg.stages=2", *BUDGET], {"asg.m": SIZES, "asg.codebook_lr_scale": SCALES}),
+    "sg": (["asg=sg", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
+    "lowrank": (["asg=lowrank", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
+}
+SETTINGS: dict[str, dict] = {
+    "bc5cdr_minilm": {
+        "overrides": [
+            "model=minilm",
+            "task=bc5cdr",
+            "transfer=in_language",
+            "data.max_train_samples=1000",
+            "data.max_eval_samples=1000",
+        ],
+        "describe": (
+            "all-MiniLM-L6-v2 on BC5CDR: the first 1,000 training sentences; dev = the first 1,000 `devel` "
+            "sentences, test = the first 1,000 test sentences"
+        ),
+        "dev_metric": "val/en/f1",
+        "test_metric": "test/avg/f1",
+    },
+    "wikiann_e5": {
+        "overrides": [
+            "model=e5_small",
+            "task=wikiann",
+            "transfer=zero_shot",
+            "data.max_train_samples=2000",
+            "data.max_eval_samples=200",
+            "data.max_length=64",
+        ],
+        "describe": (
+            "multilingual-e5-small (Q4-dequantized) on WikiANN: 2,000 English training sentences; dev = the first "
+            "200 English dev sentences (zero-shot: no target-language data chooses anything), test = the first 200 "
+            "test sentences of every shared language"
+        ),
+        "dev_metric": "val/en/f1",
+        "test_metric": "test/avg/f1",
+    },
+}
+# every run: no logger or checkpoint left behind (metrics.json holds the scores and the dev curve)
+COMMON = ["trainer=cpu", "trainer.enable_progress_bar=false", "logger=none", "checkpoint.keep=none"]
+
+
+def grid(method: str) -> list[tuple[str, list[str]]]:
+    """(run name, overrides) of every point of a method's grid."""
+    fixed, axes = GRIDS[method]
+    points = []
+    for values in itertools.product(*axes.values()):
+        pairs = list(zip(axes, values, strict=True))
+        name = method + "".join(f"_{SHORT[key]}{value:g}" for key, value in pairs)
+        points.append((name, [*fixed, *(f"{key}={value}" for key, value in pairs)]))
+    return points
+
+
+def best(runs: dict[str, dict | None], names: list[str], metric: str) -> tuple[str, int, float] | None:
+    """(run, epoch count, dev score) of the best dev point over the runs' curves; None until all have run."""
+    if any(runs.get(n) is None for n in names):
+        return None
+    points = [(n, p["epoch"] + 1, p["scores"][metric]) for n in names for p in runs[n]["val_history"]]
+    return max(points, key=lambda point: point[2])
+
+
+def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
+    """Every run's metrics (None where not run or failed) and each method's choice."""
+    spec = SETTINGS[setting]
+    runs_dir = (RESULTS / f"dev_selection_{setting}" / "runs").relative_to(ROOT)
+    base = [*spec["overrides"], f"data.dir={args.data_dir}", *COMMON]
+    if setting.endswith("_e5"):
+        base.append(f"model.name_or_path={args.e5_dir}")
+    started = set(args.methods.split(",")) if args.methods else set(GRIDS)
+    if args.report_only:
+        started = set()
+
+    def run(name: str, overrides: list[str], start: bool) -> dict | None:
+        if start:
+            return run_config(name, overrides, runs_dir)
+        path = ROOT / runs_dir / name / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    study: dict[str, dict] = {}
+    for method in GRIDS:
+        start = method in started
+        points = grid(method)
+        dev_only = [f"trainer.max_epochs={MAX_EPOCHS}", f"seed={SELECT_SEED}", "+trainer.limit_test_batches=0"]
+        runs = {name: run(name, [*base, *o, *dev_only], start) for name, o in points}
+        chosen = best(runs, [n for n, _ in points], spec["dev_metric"])
+        tests = {}
+        if chosen is not None:
+            name, epochs, _ = chosen
+            overrides = dict(points)[name]
+            for seed in TEST_SEEDS:
+                test_name = f"{name}_ep{epochs}_seed{seed}"
+                tests[test_name] = run(
+                    test_name, [*base, *overrides, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
+                )
+        study[method] = {"grid": runs, "chosen": chosen, "tests": tests}
+    return study
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.2f}{std}"
+
+
+def report(setting: str, study: dict[str, dict], command: str) -> str:
+    spec = SETTINGS[setting]
+    dev, test = spec["dev_metric"], spec["test_metric"]
+    lines = [
+        f"# Dev selection: {setting}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Setting: {spec['describe']}. Compressed methods at `asg.budget_pct=0.4`. Short CPU runs, one torch thread.",
+        "",
+        f"Each grid point trains {MAX_EPOCHS} epochs (seed {SELECT_SEED}) with `{dev}` after every epoch and no test;",
+        "the best (point, epoch) is chosen, and that configuration, trained for the chosen number of epochs (its",
+        f"learning-rate schedule fitted to that length), is tested with seeds {', '.join(map(str, TEST_SEEDS))}.",
+        "Test scores choose nothing.",
+        "",
+        "## Test, dev-chosen settings",
+        "",
+    ]
+    dense = [r["scores"][test] for r in study["none"]["tests"].values() if r]
+    lines += [
+        "| method | chosen (dev) | dev | test mean ± std | seeds | rel. % of dense mean | params kept % | bytes kept % "
+        "| fit rel. error |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, entry in study.items():
+        if entry["chosen"] is None:
+            lines.append(f"| {method} | grid not finished | | | | | | | |")
+            continue
+        name, epochs, score = entry["chosen"]
+        done = [r for r in entry["tests"].values() if r]
+        scores = [r["scores"][test] for r in done]
+        rel = f"{100 * statistics.mean(scores) / statistics.mean(dense):.1f}" if scores and dense else "—"
+        c = done[0]["compression"] if done else None
+        kept = (
+            [f"{c['params_kept_pct']:.3f}", f"{c['bytes_kept_pct']:.3f}", f"{c['rel_error']:.3f}"] if c else ["—"] * 3
+        )
+        lines.append(
+            f"| {method} | `{name}`, {epochs} epoch(s) | {score:.2f} | {_mean_std(scores)} | {len(scores)} | {rel} | "
+            + " | ".join(kept)
+            + " |"
+        )
+    lines += ["", "## Grids (dev score after each epoch)", ""]
+    for method, entry in study.items():
+        lines += [f"### {method}", "", "| run | " + " | ".join(f"dev ep {e + 1}" for e in range(MAX_EPOCHS)) + " |"]
+        lines.append("|---|" + "---|" * MAX_EPOCHS)
+        for name, r in entry["grid"].items():
+            curve = {p["epoch"]: p["scores"][dev] for p in (r or {}).get("val_history", [])}
+            cells = [f"{curve[e]:.2f}" if e in curve else "—" for e in range(MAX_EPOCHS)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=sorted(SETTINGS), required=True)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--e5-dir", default=".cache/e5-small")
+    parser.add_argument("--methods", default=None, help=f"comma-separated, of {','.join(GRIDS)}: start only these")
+    parser.add_argument("--report-only", action="store_true", help="start no run; write the files from those done")
+    args = parser.parse_args(argv)
+    study = run_study(args.setting, args)
+    out = RESULTS / f"dev_selection_{args.setting}"
+    out.mkdir(parents=True, exist_ok=True)
+    # the command that makes every run (and, run again, writes these files)
+    command = f"python -m experiments.dev_selection --setting {args.setting} --data-dir {args.data_dir}"
+    if args.setting.endswith("_e5"):
+        command += f" --e5-dir {args.e5_dir}"
+    chosen = {method: entry["chosen"] for method, entry in study.items()}
+    write_json_atomic(out / "dev_selection.json", {"command": command, "chosen": chosen, "study": study})
+    text = report(args.setting, study, command)
+    write_text_atomic(out / "README.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The dev-selection study: grids of equal size, the choice made on dev curves alone, and the test runs it starts."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from experiments import dev_selection as study
+
+
+def _metrics(dev: list[float], test: float | None = None) -> dict:
+    scores = {"val/en/f1": dev[-1]} | ({"test/avg/f1": test} if test is not None else {})
+    history = [{"epoch": e, "step": 10 * (e + 1), "scores": {"val/en/f1": d}} for e, d in enumerate(dev)]
+    compression = {"params_kept_pct": 0.4, "bytes_kept_pct": 2.5, "rel_error": 0.7}
+    return {"scores": scores, "val_history": history, "compression": compression}
+
+
+def test_every_compressed_method_gets_a_grid_of_the_same_size():
+    sizes = {method: len(study.grid(method)) for method in study.GRIDS}
+    assert sizes.pop("none") == 3 and set(sizes.values()) == {9}
+    names = [name for method in study.GRIDS for name, _ in study.grid(method)]
+    assert len(names) == len(set(names))  # one run dir per point
+
+
+@pytest.mark.parametrize("setting", sorted(study.SETTINGS))
+def test_every_grid_point_composes_and_resolves_its_budget(tmp_path, setting):
+    from asg.methods import get_method
+    from tests.test_pipeline import make_cfg
+
+    shape = {"bc5cdr_minilm": (30522, 384), "wikiann_e5": (250037, 384)}[setting]
+    for method in study.GRIDS:
+        for _, overrides in study.grid(method):
+            cfg = make_cfg(tmp_path, *study.SETTINGS[setting]["overrides"], *overrides)
+            if method in ("pq", "rq", "sg"):  # the same centroid budget, 0.4% of the rows
+                settings = get_method(cfg.asg.method).resolve(dict(cfg.asg), *shape)
+                assert settings["k"] == round(0.004 * shape[0]) and settings["m"] in (1, *study.SIZES)
+
+
+def test_best_is_the_best_dev_point_of_any_epoch_and_waits_for_the_whole_grid():
+    runs = {"a": _metrics([50.0, 52.0]), "b": _metrics([55.0, 51.0]), "c": None}
+    assert study.best(runs, ["a", "b", "c"], "val/en/f1") is None
+    assert study.best(runs, ["a", "b"], "val/en/f1") == ("b", 1, 55.0)  # b's first epoch beats a's second
+
+
+def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatch):
+    started: dict[str, list[str]] = {}
+
+    def fake_run(name: str, overrides: list[str], runs_dir) -> dict:
+        started[name] = overrides
+        if "+trainer.limit_test_batches=0" in overrides:  # grid: pq_m16_cb10 peaks on dev after epoch 1
+            return _metrics([60.0, 58.0] if name == "pq_m16_cb10" else [40.0, 45.0])
+        seed = int(name.rsplit("seed", 1)[1])
+        return _metrics([0.0], test=40.0 + seed if name.startswith("pq") else 50.0)
+
+    monkeypatch.setattr(study, "run_config", fake_run)
+    args = argparse.Namespace(data_dir="data", e5_dir="e5", methods="pq,none", report_only=False)
+    result = study.run_study("bc5cdr_minilm", args)
+
+    assert result["pq"]["chosen"] == ("pq_m16_cb10", 1, 60.0)
+    tests = [name for name in started if name.startswith("pq_m16_cb10_ep1_seed")]
+    assert tests == [f"pq_m16_cb10_ep1_seed{s}" for s in study.TEST_SEEDS]
+    overrides = started["pq_m16_cb10_ep1_seed2"]
+    assert "trainer.max_epochs=1" in overrides and "seed=2" in overrides and "asg.m=16" in overrides
+    assert "+trainer.limit_test_batches=0" not in overrides  # tested, unlike the grid
+    assert not any(name.startswith(("rq", "sg", "lowrank")) for name in started)  # --methods pq,none
+
+    text = study.report("bc5cdr_minilm", result, "python -m experiments.dev_selection")
+    row = next(line for line in text.splitlines() if line.startswith("| pq |"))
+    assert "`pq_m16_cb10`, 1 epoch(s) | 60.00 | 42.00 ± 1.00 | 3 | 84.0 |" in row  # (41, 42, 43) vs dense 50
+    assert "| rq | grid not finished |" in text

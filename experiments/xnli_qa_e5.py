@@ -108,6 +108,7 @@ STUDIES = {
         ),
         # the default's training loss stays above the dense one's: larger codebook steps, or more steps
         candidates={
+            "pq_cb3": (["asg.codebook_lr_scale=3"], 3, "codebook learning rate 3x optimizer.lr (default 10x)"),
             "pq_cb30": (["asg.codebook_lr_scale=30"], 3, "codebook learning rate 30x optimizer.lr (default 10x)"),
             "pq_ep6": ([], 6, "twice the steps (6 epochs)"),
         },

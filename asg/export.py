@@ -2,10 +2,11 @@
 
     python -m asg.export RUN_DIR OUT_DIR [--ckpt PATH] [--name-or-path DIR]
 
-An export directory (format `asg.export_config.FORMAT_VERSION`, 2) holds
-  - `asg.safetensors`: the model's state dict as it is, so the compressed embedding keeps its codes in their small
-    integer dtype and its codebooks in float32; a tensor shared by several modules (mT5's one embedding for encoder,
-    decoder and tied head) is stored once;
+An export directory (format `asg.export_config.FORMAT_VERSION`, 3) holds
+  - `asg.safetensors`: the model's state dict, every tensor as it is but the compressed modules' code tables, which
+    are bit-packed at ceil(log2 k) bits per code (a uint8 stream; the file's metadata `asg_packed_codes` gives each
+    table's shape, dtype and bits), so the file weighs what `bytes_kept_pct_packed` counts; a tensor shared by
+    several modules (mT5's one embedding for encoder, decoder and tied head) is stored once;
   - `config.json`: an `asg.export_config.ASGConfig`, model_type "asg": the format version, the model class, its task
     family and the compressed modules' specs, with the base model's own config as `base_config`;
   - the tokenizer files, when a tokenizer is given.
@@ -27,14 +28,17 @@ transformers rejects as a file name; any other class finds no `model.safetensors
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers
-from safetensors.torch import load_file, save_model
-from torch import nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file, save_model
+from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from asg.embedding import CompressedEmbedding
@@ -84,6 +88,49 @@ def install_specs(model: PreTrainedModel, specs: Mapping[str, Mapping[str, Any]]
     install(model, embedding, head_embedding)
 
 
+PACKED = "asg_packed_codes"  # safetensors metadata: {tensor name: {"shape", "dtype", "bits"}} of packed code tables
+_PACK_CHUNK = 1 << 20  # codes per step (a multiple of 8, so every chunk ends on a byte)
+
+
+def code_bits(module: CompressedEmbedding) -> int:
+    """Bits of one stored code: ceil(log2 k), as `bytes_kept_pct_packed` counts them."""
+    return (module.k - 1).bit_length()
+
+
+def pack_codes(codes: Tensor, bits: int) -> Tensor:
+    """Integer codes below 2**bits as one little-endian bit stream of `bits` bits each (row-major), in uint8."""
+    flat, shifts, weights = (
+        codes.reshape(-1).to(torch.int32),
+        torch.arange(bits, dtype=torch.int32),
+        1 << torch.arange(8),
+    )
+    chunks = []
+    for start in range(0, flat.numel(), _PACK_CHUNK):
+        planes = ((flat[start : start + _PACK_CHUNK, None] >> shifts) & 1).reshape(-1)
+        planes = torch.cat([planes, planes.new_zeros(-planes.numel() % 8)])
+        chunks.append((planes.view(-1, 8) * weights).sum(1).to(torch.uint8))
+    return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
+
+
+def unpack_codes(packed: Tensor, shape: tuple[int, ...], dtype: torch.dtype, bits: int) -> Tensor:
+    """The inverse of `pack_codes`."""
+    count = math.prod(shape)
+    if bits == 0:  # k = 1: every code is 0 and the stream is empty
+        return torch.zeros(shape, dtype=dtype)
+    step, shifts, weights = _PACK_CHUNK * bits // 8, torch.arange(8), 1 << torch.arange(bits, dtype=torch.int32)
+    chunks = []
+    for start in range(0, packed.numel(), step):  # one packed chunk of codes at a time
+        planes = ((packed[start : start + step, None].to(torch.int32) >> shifts) & 1).reshape(-1)
+        chunks.append((planes[: planes.numel() // bits * bits].view(-1, bits) * weights).sum(1))
+    return torch.cat(chunks)[:count].to(dtype).view(shape)
+
+
+def _stored_bytes(module: nn.Module, name: str, tensor: Tensor) -> int:
+    if name == "codes" and isinstance(module, CompressedEmbedding):
+        return math.ceil(tensor.numel() * code_bits(module) / 8)
+    return tensor.numel() * tensor.element_size()
+
+
 def _tensor_bytes(tensors: Any) -> int:
     unique = {t.data_ptr(): t for t in tensors}  # shared tensors count once
     return sum(t.numel() * t.element_size() for t in unique.values())
@@ -106,7 +153,8 @@ def size_accounting(model: PreTrainedModel) -> dict[str, int]:
     compressed = [m for m in model.modules() if isinstance(m, CompressedEmbedding)]  # unique
     inside = {id(p) for m in compressed for p in m.parameters()}
     other = _tensor_bytes(p for p in model.parameters() if id(p) not in inside)
-    compressed_bytes = _tensor_bytes(t for m in compressed for t in m.state_dict().values())
+    stored = {t.data_ptr(): _stored_bytes(m, n, t) for m in compressed for n, t in m.state_dict().items()}
+    compressed_bytes = sum(stored.values())  # code tables bit-packed, as the export stores them
     dense = sum(m.stats()["bytes_before"] for m in compressed)
     return {
         "other_param_bytes": other,
@@ -130,6 +178,7 @@ def save_compressed(
     out.mkdir(parents=True, exist_ok=True)
     # save_model stores a tensor shared under several names once and names the aliases in the metadata
     save_model(model, str(out / WEIGHTS), metadata={"format": "pt"})
+    _pack_code_tables(model, out / WEIGHTS)
     architecture = type(model).__name__
     # the base config as model.save_pretrained would write it, and the refusal for transformers' own loaders
     base_config = model.config.to_diff_dict() | {"architectures": [architecture], "transformers_weights": REFUSAL}
@@ -148,6 +197,36 @@ def save_compressed(
     sizes["arithmetic_diff_pct"] = 100 * (sizes["model_bytes"] - sizes["arithmetic_bytes"]) / sizes["arithmetic_bytes"]
     sizes["ratio"] = sizes["dense_bytes"] / sizes["model_bytes"]
     return sizes
+
+
+def _pack_code_tables(model: nn.Module, path: Path) -> None:
+    """Rewrite the saved file with every compressed module's code table bit-packed (`pack_codes`)."""
+    modules = {f"{name}.codes": m for name, m in model.named_modules(remove_duplicate=False)}
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata() or {}
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    packed = {}
+    for name, tensor in tensors.items():
+        module = modules.get(name)
+        if isinstance(module, CompressedEmbedding):
+            bits = code_bits(module)
+            packed[name] = {
+                "shape": list(tensor.shape),
+                "dtype": str(tensor.dtype).removeprefix("torch."),
+                "bits": bits,
+            }
+            tensors[name] = pack_codes(tensor, bits)
+    save_file(tensors, str(path), metadata=metadata | {PACKED: json.dumps(packed)})
+
+
+def read_weights(path: str | Path) -> dict[str, Tensor]:
+    """An export's state dict, code tables unpacked to their integer dtype."""
+    with safe_open(str(path), "pt") as f:
+        packed = json.loads((f.metadata() or {}).get(PACKED, "{}"))
+    state = load_file(str(path))
+    for name, info in packed.items():
+        state[name] = unpack_codes(state[name], tuple(info["shape"]), getattr(torch, info["dtype"]), info["bits"])
+    return state
 
 
 def _model_class(name: str) -> type[PreTrainedModel]:
@@ -187,7 +266,7 @@ def load_compressed(path: str | Path) -> PreTrainedModel:
         head.weight = nn.Parameter(head.weight.detach().clone())
         model.config.tie_word_embeddings = False  # so that no later tie_weights() ties it again
     install_specs(model, config.specs)
-    _load_state(model, load_file(path / WEIGHTS))
+    _load_state(model, read_weights(path / WEIGHTS))
     return model.eval()
 
 

@@ -15,7 +15,10 @@ from transformers.utils import CONFIG_NAME, cached_file
 
 from asg.models import AUTO_CLASSES
 
-FORMAT_VERSION = 2  # 2: config.json is an ASGConfig, weights in asg.safetensors (1: asg.json, model.safetensors)
+# 3: code tables bit-packed in asg.safetensors; 2: the same with codes in their integer dtype (still read);
+# 1: asg.json and model.safetensors (refused)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 WEIGHTS = "asg.safetensors"  # not model.safetensors, which every transformers model class would read
 # the base config's `transformers_weights`: the error a model class of the base's type raises (see asg.export)
 REFUSAL = "an asg export: load it with asg.export.load_compressed, or with transformers' Auto classes after import asg"
@@ -47,8 +50,8 @@ def read_config(path: str | Path) -> ASGConfig:
         what = "an asg export of format 1: re-export it" if (Path(path) / "asg.json").is_file() else "no asg export"
         raise ValueError(f"{path} is {what} (its {CONFIG_NAME} has model_type {model_type!r})")
     config = ASGConfig.from_dict(settings)
-    if config.format_version != FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {config.format_version}, this asg reads {FORMAT_VERSION}")
+    if config.format_version not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: format version {config.format_version}, this asg reads {READABLE_VERSIONS}")
     return config
 
 

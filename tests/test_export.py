@@ -4,6 +4,7 @@ on disk, sizes add up, no unpickling; transformers' own loaders refuse an export
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers import (
     AutoConfig,
     AutoModelForSeq2SeqLM,
@@ -26,11 +28,13 @@ from transformers import (
     pipeline,
 )
 
+from asg import export
 from asg.embedding import ASGEmbedding
 from asg.export import embedding_classes, load_compressed, main, save_compressed
 from asg.export_config import WEIGHTS, ASGConfig
 from asg.methods import method_names
 from asg.models import load_model
+from asg.quantize import smallest_code_dtype
 from asg.surgery import ASGOutputHead, apply_asg, compress_model
 from asg.train import train
 from tests.test_pipeline import CONF, make_cfg
@@ -93,7 +97,8 @@ def test_bert_token_classification_round_trip(tmp_path, tiny_dirs, no_unpickling
     assert torch.equal(tagger.model(input_ids=ids).logits, before)
     tensors = saved_tensors(tmp_path)
     assert not dense_tables(tensors, model.config.vocab_size, 32)
-    assert tensors["bert.embeddings.word_embeddings.codes"] == ((model.config.vocab_size, 4), torch.uint8)
+    # V x 4 codes of 4 bits (k=16), bit-packed
+    assert tensors["bert.embeddings.word_embeddings.codes"] == ((model.config.vocab_size * 4 * 4 // 8,), torch.uint8)
     assert tensors["bert.embeddings.word_embeddings.codebooks"] == ((4, 16, 8), torch.float32)
     assert {"config.json", "tokenizer.json", WEIGHTS} <= set(sizes["files"])
     assert "model.safetensors" not in sizes["files"]  # which every transformers model class would read
@@ -180,7 +185,7 @@ def test_mt5_round_trip_keeps_one_shared_embedding(tmp_path, tiny_dirs, no_unpic
     assert dense_tables(tensors, vocab, dim) == (["lm_head.weight"] if head == "dense" else [])
     codes = [name for name in tensors if name.endswith("codes")]
     assert len(codes) == (2 if head == "compressed" else 1)  # the shared embedding is stored once
-    assert all(tensors[name][1] == torch.uint8 for name in codes)
+    assert all(tensors[name] == ((vocab * 4 * 4 // 8,), torch.uint8) for name in codes)  # 4-bit codes, packed
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +203,13 @@ def test_minilm_round_trip_and_size_accounting(tmp_path, minilm_asg, minilm_dir,
 
     tensors = saved_tensors(tmp_path)
     assert not dense_tables(tensors, 30522, 384)
-    assert tensors["bert.embeddings.word_embeddings.codes"] == ((30522, 8), torch.uint8)
-    # other parameters x 4 bytes + V*m uint8 codes + k*d float32 codebooks, and the file within 2% of it
+    packed = math.ceil(30522 * 8 * 7 / 8)  # V x m codes of ceil(log2 128) = 7 bits
+    assert tensors["bert.embeddings.word_embeddings.codes"] == ((packed,), torch.uint8)
+    # other parameters x 4 bytes + the packed code table + k*d float32 codebooks, and the file within 2% of it
     other = sum(p.numel() for name, p in minilm_asg.named_parameters() if "word_embeddings" not in name) * 4
-    assert sizes["arithmetic_bytes"] == other + 30522 * 8 + 128 * 384 * 4
+    assert sizes["arithmetic_bytes"] == other + packed + 128 * 384 * 4
+    stats = minilm_asg.get_input_embeddings().stats()
+    assert sizes["compressed_bytes"] == stats["codebook_bytes"] + stats["code_bytes_packed"]  # what metrics.json counts
     assert abs(sizes["arithmetic_diff_pct"]) < 2
     assert sizes["dense_bytes"] == other + 30522 * 384 * 4
 
@@ -296,6 +304,30 @@ def test_a_format_1_export_is_refused(tmp_path, exports):
         load_compressed(tmp_path)
 
 
+@pytest.mark.parametrize(("k", "shape"), [(1, (5, 3)), (2, (9, 1)), (3, (7, 5)), (128, (301, 8)), (1024, (97, 2, 4))])
+def test_packed_codes_unpack_to_the_same_codes(monkeypatch, k, shape):
+    monkeypatch.setattr(export, "_PACK_CHUNK", 16)  # several chunks, and a last one cut short
+    codes = torch.randint(0, k, shape, generator=torch.Generator().manual_seed(k)).to(smallest_code_dtype(k))
+    bits = (k - 1).bit_length()
+    packed = export.pack_codes(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(codes.numel() * bits / 8)
+    assert torch.equal(export.unpack_codes(packed, shape, codes.dtype, bits), codes)
+
+
+def test_a_format_2_export_with_integer_codes_still_loads(tmp_path, exports):
+    """Format 2 stored the code tables in their integer dtype, without the packing metadata."""
+    shutil.copytree(exports["bert"], tmp_path / "v2")
+    path = tmp_path / "v2" / WEIGHTS
+    state = export.read_weights(path)
+    save_file(state, str(path), metadata={"format": "pt"})
+    saved = exported_config(tmp_path / "v2") | {"format_version": 2}
+    (tmp_path / "v2" / "config.json").write_text(json.dumps(saved))
+    ids = ids_for(load_compressed(exports["bert"]).config.vocab_size)
+    assert torch.equal(
+        load_compressed(tmp_path / "v2")(input_ids=ids).logits, load_compressed(exports["bert"])(input_ids=ids).logits
+    )
+
+
 def hydra_config(run_dir, overrides):
     """The run's config as Hydra writes `.hydra/config.yaml`: composed, interpolations left unresolved."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -334,9 +366,8 @@ def test_cli_exports_a_run_from_its_checkpoint(tmp_path, tiny_dirs, shared_data,
     assert "x smaller" in printed and "off" in printed
 
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    with safe_open(str(out / WEIGHTS), "pt") as f:
-        for name in f.keys():
-            assert torch.equal(f.get_tensor(name), state[f"model.{name}"]), name
+    for name, tensor in export.read_weights(out / WEIGHTS).items():  # code tables unpacked
+        assert torch.equal(tensor, state[f"model.{name}"]), name
     refuse_unpickling(monkeypatch)
     loaded = load_compressed(out)
     assert loaded.get_input_embeddings().k == 32 and loaded.config.id2label[1] == "B-PER"
@@ -367,5 +398,5 @@ def test_e5_small_export_is_over_4x_smaller(tmp_path, e5_dir, no_unpickling):
     assert abs(sizes["arithmetic_diff_pct"]) < 2
     tensors = saved_tensors(tmp_path)
     assert not dense_tables(tensors, vocab, dim)
-    assert tensors["bert.embeddings.word_embeddings.codes"] == ((vocab, 8), torch.int16)
+    assert tensors["bert.embeddings.word_embeddings.codes"] == ((vocab * 8 * 10 // 8,), torch.uint8)  # 10-bit codes
     assert torch.equal(load_compressed(tmp_path)(input_ids=ids).logits, before)

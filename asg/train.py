@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from asg.data.loaders import build_datamodule
 from asg.loggers import finish_wandb
 from asg.methods import get_method
 from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, loader_settings, resolve_name_or_path
@@ -199,7 +200,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
 
     tokenizer = load_tokenizer(name_or_path, config=config, **tokenizer_kwargs)
-    datamodule = instantiate(datamodule_cfg)(tokenizer)
+    datamodule = build_datamodule(datamodule_cfg, cfg, tokenizer)
     labels = list(task.labels) if family in ("token_classification", "sequence_classification") else None
     model = load_model(name_or_path, family, labels=labels, **config_kwargs)
     module = instantiate(module_cfg)(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datasets
 import pytest
-from hydra.utils import instantiate
 from transformers import AutoTokenizer
 
 from asg.data.conll import read_conll
+from asg.data.loaders import build_datamodule
 from asg.data.qa import read_squad_json
 from asg.data.xnli import read_xnli_local
 from tests import hub_datasets as hd
@@ -49,7 +49,7 @@ def tokenizer(minilm_dir):
 def hub_datamodule(tmp_path, tokenizer, *overrides: str):
     """The task's datamodule as train.py builds it, on the Hub path."""
     cfg = make_cfg(tmp_path, "data.dir=null", *overrides)
-    return instantiate(cfg.task.datamodule)(tokenizer)
+    return build_datamodule(cfg.task.datamodule, cfg, tokenizer)
 
 
 def test_replicas_have_the_hub_repositories_layout(hub):
@@ -147,7 +147,8 @@ def test_mlqa_hub_path_reads_the_release_archive(hub, tokenizer, tmp_path, share
 
 def test_local_mlqa_scores_are_named_dev_too(tokenizer, tmp_path, shared_data):
     def local(*overrides: str):
-        return instantiate(make_cfg(tmp_path, "task=mlqa", f"data.dir={shared_data}", *overrides).task.datamodule)
+        cfg = make_cfg(tmp_path, "task=mlqa", f"data.dir={shared_data}", *overrides)
+        return lambda tokenizer: build_datamodule(cfg.task.datamodule, cfg, tokenizer)
 
     assert local()(tokenizer).notes[-1] == MLQA_DEV_NOTE
     with pytest.raises(FileNotFoundError, match="holds no file matching task.eval_file='mlqa/test/test-context-"):

@@ -91,10 +91,12 @@ def test_baseline_keeps_dense_embedding(tmp_path, tiny_dirs, shared_data):
 
 
 def test_zero_shot_evaluates_every_shared_wikiann_language(tmp_path, tiny_dirs, shared_data):
+    from asg.data.loaders import build_datamodule
     from asg.data.ner import NERDataModule
 
     cfg = make_cfg(tmp_path, "task=wikiann", f"data.dir={shared_data}")
-    dm = NERDataModule(None, **{k: v for k, v in cfg.task.datamodule.items() if not k.startswith("_")})
+    dm = build_datamodule(cfg.task.datamodule, cfg, None)
+    assert isinstance(dm, NERDataModule)
     assert dm.train_lang == "en"
     assert dm.eval_langs == [
         "en",

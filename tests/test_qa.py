@@ -10,6 +10,7 @@ import torch
 from transformers import AutoTokenizer
 
 from asg import squad
+from asg.data.loaders import build_datamodule
 from asg.data.qa import QACollator, QADataModule, eval_features, read_squad_json, train_features
 from asg.squad import best_answers, mlqa_scores, normalize_answer, normalize_answer_mlqa, squad_scores, token_f1
 from asg.tasks.question_answering import QuestionAnsweringModule
@@ -30,8 +31,9 @@ def xquad_en(shared_data):
 
 def qa_datamodule(tokenizer, tmp_path, *overrides, data_dir=None):
     cfg = make_cfg(tmp_path, "task=xquad", f"data.dir={data_dir}" if data_dir else "data.dir=null", *overrides)
-    kwargs = {k: v for k, v in cfg.task.datamodule.items() if not k.startswith("_")}
-    return QADataModule(tokenizer, **kwargs)
+    dm = build_datamodule(cfg.task.datamodule, cfg, tokenizer)
+    assert isinstance(dm, QADataModule)
+    return dm
 
 
 def answer_gold(text: str) -> dict:

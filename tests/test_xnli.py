@@ -8,6 +8,7 @@ from collections import Counter
 import datasets
 import pytest
 
+from asg.data.loaders import build_datamodule
 from asg.data.xnli import XNLIDataModule, read_xnli_hub, read_xnli_local
 from tests.test_pipeline import make_cfg, tiny_run
 
@@ -17,7 +18,9 @@ LABELS = ["entailment", "neutral", "contradiction"]
 
 def datamodule(tmp_path, tokenizer, *overrides: str) -> XNLIDataModule:
     cfg = make_cfg(tmp_path, "task=xnli", *overrides)
-    return XNLIDataModule(tokenizer, **{k: v for k, v in cfg.task.datamodule.items() if not k.startswith("_")})
+    dm = build_datamodule(cfg.task.datamodule, cfg, tokenizer)
+    assert isinstance(dm, XNLIDataModule)
+    return dm
 
 
 @pytest.mark.parametrize("lang", LANGS)

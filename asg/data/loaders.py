@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+from transformers import PreTrainedTokenizerBase
+
+from asg.transfer import resolve_languages
 
 
 class LanguageDataModule(pl.LightningDataModule):
-    """Subclasses fill `self.encoded[(stage, lang)]` with rows and define `collator()`."""
+    """The settings every task's datamodule shares; subclasses fill `self.encoded[(stage, lang)]` with rows and
+    define `collator()`. `train.build_datamodule` passes these from the run's `data` and `transfer` settings."""
 
-    batch_size: int
-    eval_batch_size: int
-    num_workers: int
-    train_lang: str
     val_langs: list[str]
-    eval_langs: list[str]
     encoded: dict[tuple[str, str], list[dict[str, Any]]]
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        task: str,
+        train_lang: str,
+        eval_langs: Sequence[str] | None,
+        data_dir: str | None = None,  # a local copy in the release layout; None: the Hugging Face Hub
+        max_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        max_train_samples: int | None = None,  # keep the first N examples of the split (None: all)
+        max_eval_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer, self.task, self.data_dir, self.max_length = tokenizer, task, data_dir, max_length
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
+        self.train_lang, self.eval_langs = train_lang, eval_langs
+
+    def _resolve_languages(self, train_available: Sequence[str], eval_available: Sequence[str]) -> None:
+        """Check the asked languages against those the data has (the error names the fix)."""
+        self.train_lang, self.eval_langs = resolve_languages(
+            self.task,
+            train_lang=self.train_lang,
+            eval_langs=self.eval_langs,
+            train_available=train_available,
+            eval_available=eval_available,
+        )
 
     def collator(self) -> Callable[[list[dict[str, Any]]], dict]:
         raise NotImplementedError
@@ -48,3 +80,27 @@ class LanguageDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self._rows("test", lang), self.eval_batch_size) for lang in self.eval_langs]
+
+
+SHARED_DATA_KEYS = (
+    "max_length",
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "max_train_samples",
+    "max_eval_samples",
+)
+
+
+def build_datamodule(
+    datamodule_cfg: DictConfig, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase
+) -> LanguageDataModule:
+    """The task's datamodule from its config (`task.datamodule`), given the run's `data` and `transfer` settings
+    that every task shares, except those the task's config sets itself (QA's windows: `task.max_length`)."""
+    shared = {
+        "task": cfg.task.name,
+        "data_dir": cfg.data.dir,
+        "train_lang": cfg.transfer.train_lang,
+        "eval_langs": cfg.transfer.eval_langs,
+    } | {key: cfg.data[key] for key in SHARED_DATA_KEYS}
+    return instantiate(datamodule_cfg)(tokenizer, **{k: v for k, v in shared.items() if k not in datamodule_cfg})

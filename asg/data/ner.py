@@ -11,7 +11,6 @@ from transformers import PreTrainedTokenizerBase
 
 from asg.data import conll
 from asg.data.loaders import LanguageDataModule
-from asg.transfer import resolve_languages
 
 log = logging.getLogger(__name__)
 
@@ -72,43 +71,26 @@ class NERDataModule(LanguageDataModule):
         self,
         tokenizer: PreTrainedTokenizerBase,
         *,
-        task: str,
         labels: Sequence[str],
-        train_lang: str,
-        eval_langs: Sequence[str] | None,
         hub_languages: Sequence[str] = ("en",),
         variant: str | None = None,
         hub_source: str | None = None,
-        data_dir: str | None = None,
-        max_length: int = 128,
-        batch_size: int = 16,
-        eval_batch_size: int = 64,
-        num_workers: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
+        **shared: Any,  # LanguageDataModule's settings
     ) -> None:
-        super().__init__()
-        if task not in conll.SPLIT_FILES:
-            raise ValueError(f"NERDataModule reads {sorted(conll.SPLIT_FILES)}, not task={task!r}")
-        self.tokenizer, self.task, self.variant = tokenizer, task, variant
+        super().__init__(tokenizer, **shared)
+        if self.task not in conll.SPLIT_FILES:
+            raise ValueError(f"NERDataModule reads {sorted(conll.SPLIT_FILES)}, not task={self.task!r}")
+        self.variant, self.hub_source = variant, hub_source
         self.labels = list(labels)
         self.label2id = {label: i for i, label in enumerate(self.labels)}
-        self.hub_source, self.max_length = hub_source, max_length
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.folder = conll.task_dir(data_dir, task, variant) if data_dir else None
+        self.folder = conll.task_dir(self.data_dir, self.task, variant) if self.data_dir else None
         if self.folder is not None:
-            train_available = conll.local_languages(self.folder, task, "train")
-            eval_available = conll.local_languages(self.folder, task, "test")
+            self._resolve_languages(
+                conll.local_languages(self.folder, self.task, "train"),
+                conll.local_languages(self.folder, self.task, "test"),
+            )
         else:
-            train_available = eval_available = list(hub_languages)
-        self.train_lang, self.eval_langs = resolve_languages(
-            task,
-            train_lang=train_lang,
-            eval_langs=eval_langs,
-            train_available=train_available,
-            eval_available=eval_available,
-        )
+            self._resolve_languages(list(hub_languages), list(hub_languages))
         self.val_langs = [self.train_lang]
         self.gold: dict[tuple[str, str], list[list[str]]] = {}
         self.encoded: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -15,7 +15,6 @@ from transformers import PreTrainedTokenizerBase
 
 from asg.data.conll import load_hub_split, task_dir
 from asg.data.loaders import LanguageDataModule
-from asg.transfer import resolve_languages
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +143,6 @@ class QADataModule(LanguageDataModule):
         self,
         tokenizer: PreTrainedTokenizerBase,
         *,
-        task: str,
-        train_lang: str,
-        eval_langs: Sequence[str] | None,
         train_file: str,
         eval_file: str,
         hub_languages: Sequence[str],
@@ -156,35 +152,27 @@ class QADataModule(LanguageDataModule):
         hub_eval_split: str | None = "validation",
         hub_eval_file: str | None = None,
         eval_split: str = "test",
-        data_dir: str | None = None,
         val_size: int = 300,
-        max_length: int = 384,
+        max_length: int = 384,  # QA windows: task.max_length, not data.max_length
         doc_stride: int = 128,
-        batch_size: int = 16,
-        eval_batch_size: int = 64,
-        num_workers: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
+        **shared: Any,  # LanguageDataModule's settings
     ) -> None:
-        super().__init__()
+        super().__init__(tokenizer, max_length=max_length, **shared)
         if doc_stride >= max_length:
             raise ValueError(f"doc_stride={doc_stride} must be smaller than max_length={max_length}")
-        self.tokenizer, self.task = tokenizer, task
         self.train_file, self.eval_file = train_file, eval_file
         self.hub_train, self.hub_eval = hub_train, hub_eval
         self.hub_eval_config, self.hub_eval_split, self.hub_eval_file = hub_eval_config, hub_eval_split, hub_eval_file
-        self.val_size, self.max_length, self.doc_stride = val_size, max_length, doc_stride
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.root = Path(data_dir) if data_dir else None
+        self.val_size, self.doc_stride = val_size, doc_stride
+        self.root = Path(self.data_dir) if self.data_dir else None
         if self.root is not None:
             for pattern in (train_file, eval_file):  # clear errors for a missing data.dir or dataset folder
-                task_dir(data_dir, Path(pattern).parts[0], None)
+                task_dir(self.data_dir, Path(pattern).parts[0], None)
             train_available = _local_languages(self.root, train_file)
             eval_available = _local_languages(self.root, eval_file)
             if not eval_available:
                 raise FileNotFoundError(
-                    f"data.dir={data_dir!r} holds no file matching task.eval_file={eval_file!r} for any language: "
+                    f"data.dir={self.data_dir!r} holds no file matching task.eval_file={eval_file!r} for any language: "
                     "point task.eval_file (or task.eval_split, where the file names hold it) at files it has"
                 )
             self.notes = [
@@ -196,14 +184,10 @@ class QADataModule(LanguageDataModule):
             self.notes = []
         self.eval_split = eval_split  # the scores are named for it (asg.tasks.common.log_language_scores)
         if eval_split != "test":
-            self.notes.append(f"evaluated on {task} {eval_split}, not test: scores are logged as {eval_split}/<lang>")
-        self.train_lang, self.eval_langs = resolve_languages(
-            task,
-            train_lang=train_lang,
-            eval_langs=eval_langs,
-            train_available=train_available,
-            eval_available=eval_available,
-        )
+            self.notes.append(
+                f"evaluated on {self.task} {eval_split}, not test: scores are logged as {eval_split}/<lang>"
+            )
+        self._resolve_languages(train_available, eval_available)
         self.val_langs = [self.train_lang]
         self.examples: dict[tuple[str, str], list[Example]] = {}
         self.features: dict[tuple[str, str], list[dict[str, Any]]] = {}

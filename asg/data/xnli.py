@@ -13,7 +13,6 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from asg.data.conll import load_hub_split, task_dir
 from asg.data.loaders import LanguageDataModule
-from asg.transfer import resolve_languages
 
 log = logging.getLogger(__name__)
 
@@ -131,44 +130,26 @@ class XNLIDataModule(LanguageDataModule):
         self,
         tokenizer: PreTrainedTokenizerBase,
         *,
-        task: str,
         labels: Sequence[str],
-        train_lang: str,
-        eval_langs: Sequence[str] | None,
         hub_languages: Sequence[str] = ("en",),
         hub_source: str = "facebook/xnli",
-        data_dir: str | None = None,
         val_size: int = 490,
-        max_length: int = 128,
-        batch_size: int = 16,
-        eval_batch_size: int = 64,
-        num_workers: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
+        **shared: Any,  # LanguageDataModule's settings
     ) -> None:
-        super().__init__()
-        self.tokenizer, self.task, self.hub_source, self.data_dir = tokenizer, task, hub_source, data_dir
+        super().__init__(tokenizer, **shared)
+        self.hub_source = hub_source
         self.labels = list(labels)
         self.label2id = {label: i for i, label in enumerate(self.labels)}
-        self.max_length, self.num_workers = max_length, num_workers
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        if data_dir:
-            train_available = local_languages(data_dir, "validation")
-            eval_available = local_languages(data_dir, "test")
+        if self.data_dir:
+            self._resolve_languages(
+                local_languages(self.data_dir, "validation"), local_languages(self.data_dir, "test")
+            )
         else:
-            train_available = eval_available = list(hub_languages)
-        self.train_lang, self.eval_langs = resolve_languages(
-            task,
-            train_lang=train_lang,
-            eval_langs=eval_langs,
-            train_available=train_available,
-            eval_available=eval_available,
-        )
+            self._resolve_languages(list(hub_languages), list(hub_languages))
         if val_size < 0:
             raise ValueError(f"val_size={val_size} must be >= 0 (0: no validation)")
         self.val_size = val_size
-        self.val_langs = [] if data_dir and not val_size else [self.train_lang]
+        self.val_langs = [] if self.data_dir and not val_size else [self.train_lang]
         self.notes: list[str] = []
         self.encoded: dict[tuple[str, str], list[dict[str, Any]]] = {}
 

@@ -1,15 +1,17 @@
-"""Settings chosen on dev, then tested once over seeds: every method gets its own grid of the same size.
+"""Settings chosen on dev, then tested once over seeds: every method gets its own search of the same grid.
 
     python -m experiments.dev_selection --setting bc5cdr_minilm --data-dir ../shared/data [--methods pq,none]
     python -m experiments.dev_selection --setting bc5cdr_minilm --report-only
 
-Each method (dense, pq, rq, sg, lowrank; the compressed ones at 0.4% of the embedding parameters) trains every
-point of its grid once (seed 42) with validation on the dev split after each epoch (BC5CDR `devel`; English dev
-for zero-shot WikiANN, the training language only) and no test. The grid point and epoch count with the best dev
-score are chosen, and only that configuration is tested, with seeds 1, 2 and 3 (the seed drives the k-means fit
-and the fine-tune). Every run is its own `run.py` process in experiments/results/dev_selection_<setting>/runs/,
-whose metrics.json and .hydra/config.yaml are committed; a finished run is reused, so the study spans sessions,
-and two processes with disjoint `--methods` share the work. The report is written whole from the runs there are.
+Each compressed method (pq, rq, sg, lowrank, at 0.4% of the embedding parameters) trains every point of
+optimizer lr x codebook lr scale (3 x 3; pq and rq at the default m=32, then m=8 and m=16 at their best lr and
+scale); the dense model every lr. Each run is seed 42, validated on the dev split after each epoch (BC5CDR
+`devel`; English dev for zero-shot WikiANN, the training language only) and not tested. The point and epoch count
+with the best dev score are chosen, and only that configuration is tested, with seeds 1, 2 and 3 (the seed drives
+the k-means fit and the fine-tune). Every run is its own `run.py` process in
+experiments/results/dev_selection_<setting>/runs/, whose metrics.json and .hydra/config.yaml are committed; a
+finished run is reused, so the study spans sessions, and two processes with disjoint `--methods` share the work.
+The report is written whole from the runs there are.
 """
 
 from __future__ import annotations
@@ -25,16 +27,17 @@ from experiments.runner import RESULTS, ROOT, run_config
 SELECT_SEED = 42
 TEST_SEEDS = (1, 2, 3)
 MAX_EPOCHS = 2  # the dev curve's length; the chosen epoch count (1 or 2) is what the test runs train
-SCALES = (1, 10, 30)  # asg.codebook_lr_scale
-LRS = (5e-5, 1e-4, 2e-4)  # optimizer lr for the methods without a structural knob
-SIZES = (8, 16, 32)  # asg.m
+LRS = (1e-4, 2e-4, 4e-4)  # optimizer lr (model.lr); 1e-4 is the models' default
+SCALES = (1, 10, 30)  # asg.codebook_lr_scale; 10 is the default
+SIZES = (8, 16)  # the other asg.m values pq and rq try, at their best (lr, scale) with m=32, the default
 BUDGET = ["asg.budget_pct=0.4"]
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
-# method -> (fixed overrides, grid axes); every compressed method's grid has 9 points, the dense one 3
+# method -> (fixed overrides, grid axes): every compressed method searches lr x codebook lr scale (9 points); pq
+# and rq then 2 more sub-space counts (11); the dense model searches lr (3)
 GRIDS: dict[str, tuple[list[str], dict[str, tuple]]] = {
     "none": (["asg=none"], {"model.lr": LRS}),
-    "pq": (["asg=pq", *BUDGET], {"asg.m": SIZES, "asg.codebook_lr_scale": SCALES}),
-    "rq": (["asg=rq", "asg.stages=2", *BUDGET], {"asg.m": SIZES, "asg.codebook_lr_scale": SCALES}),
+    "pq": (["asg=pq", *BUDGET], {"asg.m": (32,), "model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
+    "rq": (["asg=rq", "asg.stages=2", *BUDGET], {"asg.m": (32,), "model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
     "sg": (["asg=sg", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
     "lowrank": (["asg=lowrank", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
 }
@@ -76,15 +79,27 @@ SETTINGS: dict[str, dict] = {
 COMMON = ["trainer=cpu", "trainer.enable_progress_bar=false", "logger=none", "checkpoint.keep=none"]
 
 
-def grid(method: str) -> list[tuple[str, list[str]]]:
-    """(run name, overrides) of every point of a method's grid."""
-    fixed, axes = GRIDS[method]
+def _points(method: str, axes: dict[str, tuple]) -> list[tuple[str, list[str]]]:
+    fixed = GRIDS[method][0]
     points = []
     for values in itertools.product(*axes.values()):
         pairs = list(zip(axes, values, strict=True))
         name = method + "".join(f"_{SHORT[key]}{value:g}" for key, value in pairs)
         points.append((name, [*fixed, *(f"{key}={value}" for key, value in pairs)]))
     return points
+
+
+def grid(method: str) -> list[tuple[str, list[str]]]:
+    """(run name, overrides) of every point of a method's first grid."""
+    return _points(method, GRIDS[method][1])
+
+
+def sizes_grid(method: str, overrides: list[str]) -> list[tuple[str, list[str]]]:
+    """pq's and rq's second grid: the other sub-space counts at the first grid's best lr and scale."""
+    if "asg.m" not in GRIDS[method][1]:
+        return []
+    axes = {key: tuple(v for v in values if f"{key}={v}" in overrides) for key, values in GRIDS[method][1].items()}
+    return _points(method, axes | {"asg.m": SIZES})
 
 
 def best(runs: dict[str, dict | None], names: list[str], metric: str) -> tuple[str, int, float] | None:
@@ -119,6 +134,10 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
         dev_only = [f"trainer.max_epochs={MAX_EPOCHS}", f"seed={SELECT_SEED}", "+trainer.limit_test_batches=0"]
         runs = {name: run(name, [*base, *o, *dev_only], start) for name, o in points}
         chosen = best(runs, [n for n, _ in points], spec["dev_metric"])
+        if chosen is not None and (more := sizes_grid(method, dict(points)[chosen[0]])):
+            points += more
+            runs |= {name: run(name, [*base, *o, *dev_only], start) for name, o in more}
+            chosen = best(runs, [n for n, _ in points], spec["dev_metric"])
         tests = {}
         if chosen is not None:
             name, epochs, _ = chosen
@@ -153,6 +172,11 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
         "the best (point, epoch) is chosen, and that configuration, trained for the chosen number of epochs (its",
         f"learning-rate schedule fitted to that length), is tested with seeds {', '.join(map(str, TEST_SEEDS))}.",
         "Test scores choose nothing.",
+        "",
+        f"Grids: optimizer lr in {', '.join(f'{v:g}' for v in LRS)} x codebook lr scale in "
+        f"{', '.join(f'{v:g}' for v in SCALES)} for every compressed method (pq and rq at m=32, then m in "
+        f"{', '.join(map(str, SIZES))} at their best lr and scale); lr alone for dense. The k-means fit runs at the "
+        "defaults (`asg.iters=25`, every row).",
         "",
         "## Test, dev-chosen settings",
         "",

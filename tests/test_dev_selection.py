@@ -16,11 +16,23 @@ def _metrics(dev: list[float], test: float | None = None) -> dict:
     return {"scores": scores, "val_history": history, "compression": compression}
 
 
-def test_every_compressed_method_gets_a_grid_of_the_same_size():
+def test_every_compressed_method_searches_the_same_lr_x_scale_grid():
     sizes = {method: len(study.grid(method)) for method in study.GRIDS}
     assert sizes.pop("none") == 3 and set(sizes.values()) == {9}
+    for method in ("pq", "rq", "sg", "lowrank"):
+        lrs = {o for _, overrides in study.grid(method) for o in overrides if o.startswith("model.lr=")}
+        scales = {o for _, overrides in study.grid(method) for o in overrides if o.startswith("asg.codebook_lr_scale")}
+        assert len(lrs) == len(scales) == 3
     names = [name for method in study.GRIDS for name, _ in study.grid(method)]
     assert len(names) == len(set(names))  # one run dir per point
+
+
+def test_pq_and_rq_then_try_the_other_sizes_at_their_best_lr_and_scale():
+    name, overrides = study.grid("pq")[4]
+    more = study.sizes_grid("pq", overrides)
+    assert [n for n, _ in more] == [name.replace("_m32", f"_m{m}") for m in study.SIZES]
+    assert all(set(o) - set(overrides) == {f"asg.m={m}"} for (_, o), m in zip(more, study.SIZES, strict=True))
+    assert study.sizes_grid("sg", study.grid("sg")[0][1]) == []
 
 
 @pytest.mark.parametrize("setting", sorted(study.SETTINGS))
@@ -34,7 +46,7 @@ def test_every_grid_point_composes_and_resolves_its_budget(tmp_path, setting):
             cfg = make_cfg(tmp_path, *study.SETTINGS[setting]["overrides"], *overrides)
             if method in ("pq", "rq", "sg"):  # the same centroid budget, 0.4% of the rows
                 settings = get_method(cfg.asg.method).resolve(dict(cfg.asg), *shape)
-                assert settings["k"] == round(0.004 * shape[0]) and settings["m"] in (1, *study.SIZES)
+                assert settings["k"] == round(0.004 * shape[0]) and settings["m"] in (1, 32)
 
 
 def test_best_is_the_best_dev_point_of_any_epoch_and_waits_for_the_whole_grid():
@@ -48,8 +60,10 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
 
     def fake_run(name: str, overrides: list[str], runs_dir) -> dict:
         started[name] = overrides
-        if "+trainer.limit_test_batches=0" in overrides:  # grid: pq_m16_cb10 peaks on dev after epoch 1
-            return _metrics([60.0, 58.0] if name == "pq_m16_cb10" else [40.0, 45.0])
+        if "+trainer.limit_test_batches=0" in overrides:  # grid: pq_m16_lr0.0002_cb10 peaks on dev after epoch 1
+            return _metrics(
+                {"pq_m32_lr0.0002_cb10": [50.0, 52.0], "pq_m16_lr0.0002_cb10": [60.0, 58.0]}.get(name, [40.0, 45.0])
+            )
         seed = int(name.rsplit("seed", 1)[1])
         return _metrics([0.0], test=40.0 + seed if name.startswith("pq") else 50.0)
 
@@ -57,15 +71,17 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
     args = argparse.Namespace(data_dir="data", e5_dir="e5", methods="pq,none", report_only=False)
     result = study.run_study("bc5cdr_minilm", args)
 
-    assert result["pq"]["chosen"] == ("pq_m16_cb10", 1, 60.0)
-    tests = [name for name in started if name.startswith("pq_m16_cb10_ep1_seed")]
-    assert tests == [f"pq_m16_cb10_ep1_seed{s}" for s in study.TEST_SEEDS]
-    overrides = started["pq_m16_cb10_ep1_seed2"]
+    chosen = "pq_m16_lr0.0002_cb10"
+    assert "pq_m8_lr0.0002_cb10" in started and "pq_m8_lr0.0001_cb10" not in started  # m at the best lr and scale
+    assert result["pq"]["chosen"] == (chosen, 1, 60.0)
+    tests = [name for name in started if name.startswith(f"{chosen}_ep1_seed")]
+    assert tests == [f"{chosen}_ep1_seed{s}" for s in study.TEST_SEEDS]
+    overrides = started[f"{chosen}_ep1_seed2"]
     assert "trainer.max_epochs=1" in overrides and "seed=2" in overrides and "asg.m=16" in overrides
     assert "+trainer.limit_test_batches=0" not in overrides  # tested, unlike the grid
     assert not any(name.startswith(("rq", "sg", "lowrank")) for name in started)  # --methods pq,none
 
     text = study.report("bc5cdr_minilm", result, "python -m experiments.dev_selection")
     row = next(line for line in text.splitlines() if line.startswith("| pq |"))
-    assert "`pq_m16_cb10`, 1 epoch(s) | 60.00 | 42.00 ± 1.00 | 3 | 84.0 |" in row  # (41, 42, 43) vs dense 50
+    assert f"`{chosen}`, 1 epoch(s) | 60.00 | 42.00 ± 1.00 | 3 | 84.0 |" in row  # (41, 42, 43) vs dense 50
     assert "| rq | grid not finished |" in text

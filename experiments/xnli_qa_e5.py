@@ -12,7 +12,9 @@ starts only the named runs (the others are read if they finished), `--report-onl
 Selection uses the held-out English dev pairs alone (zero-shot: no target-language data chooses anything). The
 XNLI study checks why ASG trails the dense model with dev-only runs (`+trainer.limit_test_batches=0`): the
 codebook learning rate and the number of epochs. The ASG configuration with the best final dev accuracy is then
-tested once; test scores never choose anything.
+tested once; test scores never choose anything. Then the dense model and the chosen ASG configuration run again
+with seeds 1 and 2 (`SEEDS`: the seed drives the k-means fit and the fine-tune), and the test table gives the
+mean ± sample std over the seeds that have run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ from experiments.runner import RESULTS, ROOT, run_config
 
 MODEL_LABEL = "multilingual-e5-small (Q4-dequantized)"
 ASG = ["asg=pq", "asg.m=32", "asg.k=1024"]  # k=1024 of 250,037 rows: the paper's 0.4%
+SEEDS = (42, 1, 2)  # 42: the selection runs' seed (the config default); the others repeat dense and the chosen ASG
 DEV_ONLY = ["+trainer.limit_test_batches=0"]  # candidates are scored on dev alone; only the chosen one is tested
 # every run: no logger or checkpoint left behind (metrics.json holds the scores and the dev learning curve)
 COMMON = ["trainer=cpu", "trainer.enable_progress_bar=false", "logger=none", "checkpoint.keep=none"]
@@ -94,7 +98,7 @@ STUDIES = {
             "Validation (the learning curve, and every choice) is the last 490 English dev pairs, held out; test is "
             "each language's full XNLI test split (5,010 pairs, labels joined by row), scored once per tested run.",
             f"Model: {MODEL_LABEL}, a stand-in for the paper's mBERT / XLM-R (the only multilingual checkpoint "
-            "these machines load); one seed (42), 2 CPU cores (one torch thread).",
+            "these machines load); 2 CPU cores (one torch thread).",
         ],
         overrides=xnli_overrides,
         epochs=3,
@@ -126,8 +130,7 @@ STUDIES = {
             "Validation is the last 300 TyDiQA-GoldP en train questions, held out (with the 30 training questions "
             "that share their passages); test is XQuAD (1,190 questions per language), scored once per tested run "
             "with the SQuAD v1.1 normaliser (f1, exact_match) and MLQA's language-aware one (lang_f1).",
-            f"Model: {MODEL_LABEL}, a stand-in for the paper's mBERT / XLM-R; one seed (42), 2 CPU cores "
-            "(one torch thread).",
+            f"Model: {MODEL_LABEL}, a stand-in for the paper's mBERT / XLM-R; 2 CPU cores (one torch thread).",
         ],
         overrides=qa_overrides,
         epochs=2,
@@ -159,10 +162,26 @@ def run_all(study: Study, args: argparse.Namespace, only: set[str] | None) -> di
     for name, (extra, epochs, _) in study.candidates.items():
         runs[name] = run(name, [*study.overrides(args, epochs), *ASG, *extra, *DEV_ONLY])
     chosen = choose(study, runs)
-    if chosen not in (None, "pq"):
-        extra, epochs, _ = study.candidates[chosen]
-        runs[f"{chosen}_test"] = run(f"{chosen}_test", [*study.overrides(args, epochs), *ASG, *extra])
+    if chosen is None:
+        return runs
+    extra, epochs = ([], study.epochs) if chosen == "pq" else study.candidates[chosen][:2]
+    asg = [*study.overrides(args, epochs), *ASG, *extra]
+    if chosen != "pq":
+        runs[f"{chosen}_test"] = run(f"{chosen}_test", asg)
+    for seed in SEEDS[1:]:
+        runs[f"none_s{seed}"] = run(f"none_s{seed}", [*base, "asg=none", f"seed={seed}"])
+        runs[f"{tested(chosen)}_s{seed}"] = run(f"{tested(chosen)}_s{seed}", [*asg, f"seed={seed}"])
     return runs
+
+
+def tested(chosen: str | None) -> str:
+    """The run whose test scores stand for ASG: the default `pq` until a candidate is chosen on dev."""
+    return f"{chosen}_test" if chosen not in (None, "pq") else "pq"
+
+
+def seed_runs(runs: dict[str, dict | None], name: str) -> list[dict]:
+    """The finished runs of one configuration: seed 42's and its repeats with the other SEEDS."""
+    return [r for r in (runs.get(name), *(runs.get(f"{name}_s{seed}") for seed in SEEDS[1:])) if r]
 
 
 def choose(study: Study, runs: dict[str, dict | None]) -> str | None:
@@ -177,26 +196,40 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.2f}{spread}"
+
+
 def score_table(study: Study, runs: dict[str, dict | None], asg_name: str) -> list[str]:
-    base, asg = runs.get("none"), runs.get(asg_name)
-    langs = next((r["transfer"]["eval_langs"] for r in (base, asg) if r), [])
+    """Test scores per language, mean ± sample std over the seeds each side has, and ASG's mean over dense's."""
+    base, asg = seed_runs(runs, "none"), seed_runs(runs, asg_name)
+    langs = next((r["transfer"]["eval_langs"] for r in (*base, *asg)), [])
     metrics = [study.metric, "exact_match"] if study.task == "xquad" else [study.metric]
     head = " | ".join(f"dense {m} | ASG {m} | ASG / dense" for m in metrics)
-    lines = [f"| language | {head} |", "|---|" + "---|---|---|" * len(metrics)]
+    lines = [
+        f"Seeds: dense {len(base)}, ASG {len(asg)} (of {', '.join(map(str, SEEDS))}).",
+        "",
+        f"| language | {head} |",
+        "|---|" + "---|---|---|" * len(metrics),
+    ]
     for lang in [*langs, "avg"]:
         cells = []
         for metric in metrics:
-            b = base["scores"].get(f"test/{lang}/{metric}") if base else None
-            a = asg["scores"].get(f"test/{lang}/{metric}") if asg else None
-            rel = f"{100 * a / b:.1f}%" if a is not None and b else "—"
-            cells += [_fmt(b), _fmt(a), rel]
+            b = [r["scores"][f"test/{lang}/{metric}"] for r in base if f"test/{lang}/{metric}" in r["scores"]]
+            a = [r["scores"][f"test/{lang}/{metric}"] for r in asg if f"test/{lang}/{metric}" in r["scores"]]
+            rel = f"{100 * statistics.mean(a) / statistics.mean(b):.1f}%" if a and b and statistics.mean(b) else "—"
+            cells += [_mean_std(b), _mean_std(a), rel]
         lines.append(f"| {lang} | {' | '.join(cells)} |")
     return lines
 
 
 def curve_table(study: Study, runs: dict[str, dict | None]) -> list[str]:
     """Held-out dev score (and mean training loss since the previous point) against optimizer steps, per run."""
-    names = [n for n, r in runs.items() if r and r.get("val_history") and not n.endswith("_test")]
+    repeats = tuple(f"_s{seed}" for seed in SEEDS[1:])
+    names = [n for n, r in runs.items() if r and r.get("val_history") and not n.endswith(("_test", *repeats))]
     points = sorted({(p["step"], p["epoch"]) for n in names for p in runs[n]["val_history"]})
     lines = [
         "| step | epoch | " + " | ".join(f"{n} dev (train loss)" for n in names) + " |",
@@ -246,7 +279,7 @@ def run_rows(study: Study, runs: dict[str, dict | None]) -> list[str]:
 
 def report(study: Study, runs: dict[str, dict | None], command: str) -> str:
     chosen = choose(study, runs)
-    asg_name = f"{chosen}_test" if chosen not in (None, "pq") else "pq"
+    asg_name = tested(chosen)
     lines = [f"# {study.title}", "", f"Command: `{command}`", "", "## Setting", ""]
     lines += [f"- {c}" for c in study.caveats]
     notes = sorted({n for r in runs.values() if r for n in r["notes"]})

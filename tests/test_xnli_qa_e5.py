@@ -31,7 +31,7 @@ def fake_run(dev: float, test: dict[str, float] | None = None, method: str = "pq
 
 def test_selection_waits_for_every_candidate_and_uses_dev_alone():
     runs = {"none": fake_run(60, {"en": 66.0}, "none"), "pq": fake_run(50, {"en": 51.0})}
-    runs |= {"pq_cb30": None, "pq_ep6": fake_run(52, epochs=6)}
+    runs |= {"pq_cb3": fake_run(51), "pq_cb30": None, "pq_ep6": fake_run(52, epochs=6)}
     assert study_script.choose(XNLI, runs) is None  # pq_cb30 has not run: nothing is chosen yet
     runs["pq_cb30"] = fake_run(55)
     assert study_script.choose(XNLI, runs) == "pq_cb30"
@@ -54,8 +54,12 @@ def test_a_chosen_candidate_is_tested_once_with_its_own_settings(monkeypatch):
     )
     args = argparse.Namespace(e5_dir=".cache/e5-small", data_dir="../shared/data")
     runs = study_script.run_all(XNLI, args, None)
-    assert [name for name, _ in started] == ["none", "pq", "pq_cb30", "pq_ep6", "pq_cb30_test"]
+    selection = ["none", "pq", "pq_cb3", "pq_cb30", "pq_ep6", "pq_cb30_test"]
+    repeats = ["none_s1", "pq_cb30_test_s1", "none_s2", "pq_cb30_test_s2"]  # dense and the chosen, other seeds
+    assert [name for name, _ in started] == selection + repeats
     overrides = dict(started)
+    assert overrides["pq_cb30_test_s2"] == [*overrides["pq_cb30_test"], "seed=2"]
+    assert overrides["none_s1"] == [*overrides["none"], "seed=1"]
     assert "+trainer.limit_test_batches=0" in overrides["pq_cb30"]
     assert overrides["pq_cb30_test"] == [o for o in overrides["pq_cb30"] if o != "+trainer.limit_test_batches=0"]
     assert "trainer.max_epochs=6" in overrides["pq_ep6"] and "trainer.max_epochs=3" not in overrides["pq_ep6"]
@@ -86,6 +90,12 @@ def test_tables_show_relative_scores_and_the_learning_curve():
     text = study_script.report(XNLI, runs, "cmd")
     assert "| en | 66.00 | 49.50 | 75.0% |" in text
     assert "| avg | 64.00 | 48.00 | 75.0% |" in text
+    assert "Seeds: dense 1, ASG 1 (of 42, 1, 2)." in text
+    # a second dense seed: mean ± sample std, and ASG against the dense mean
+    runs["none_s1"] = fake_run(60, {"en": 68.0, "de": 62.0, "avg": 65.0}, "none")
+    text = study_script.report(XNLI, runs, "cmd")
+    assert "| en | 67.00 ± 1.41 | 49.50 | 73.9% |" in text
+    assert "none_s1 dev" not in text  # the learning curve shows the selection runs only
     assert "| 62 | 1 | 55.00 (1.000) | 45.00 (1.000) |" in text  # step, epoch, dev (mean training loss) per run
     assert "- `pq`: 48.00 -> 50.00 (+2.00) over its last epoch" in text
     assert "| pq_cb30 | not run or failed |" in text

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     """Write JSON to a temporary file in the same folder, then rename: readers never see half a file."""
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
+
+
+def exported_bytes_pct(compression: Mapping[str, Any]) -> float | None:
+    """Kept bytes as `asg.export` stores them, code tables bit-packed (`bytes_kept_pct_packed`), as a percentage of
+    the dense matrix; `bytes_kept_pct` (codes in their in-memory integer dtype) for methods without a code table."""
+    return compression.get("bytes_kept_pct_packed", compression.get("bytes_kept_pct"))
 
 
 def code_version() -> dict[str, Any]:

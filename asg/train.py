@@ -26,7 +26,7 @@ from asg.data.loaders import build_datamodule
 from asg.loggers import finish_wandb
 from asg.methods import get_method
 from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, loader_settings, resolve_name_or_path
-from asg.results import code_version, environment, write_json_atomic
+from asg.results import code_version, environment, exported_bytes_pct, write_json_atomic
 from asg.surgery import resolve_fit_device
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ def summary(metrics: dict[str, Any]) -> str:
     )
     lines = [
         f"{metrics['task']} | {metrics['model_label']} | asg.method={c['method']} {settings}".rstrip(),
-        f"  embedding kept: {c['params_kept_pct']:.3f}% of parameters, {c['bytes_kept_pct']:.3f}% of bytes",
+        f"  embedding kept: {c['params_kept_pct']:.3f}% of parameters, "
+        f"{exported_bytes_pct(c):.3f}% of bytes as exported",
     ]
     lines += [f"  {name}: {value:.2f}" for name, value in sorted(metrics["scores"].items()) if "/avg/" in name]
     lines.append(f"  wall time {metrics['wall_seconds']:.0f}s; metrics in {metrics['output_dir']}/metrics.json")

@@ -21,7 +21,7 @@ import itertools
 import json
 import statistics
 
-from asg.results import write_json_atomic, write_text_atomic
+from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.runner import RESULTS, ROOT, run_config
 
 SELECT_SEED = 42
@@ -197,7 +197,7 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
         rel = f"{100 * statistics.mean(scores) / statistics.mean(dense):.1f}" if scores and dense else "—"
         c = done[0]["compression"] if done else None
         kept = (
-            [f"{c['params_kept_pct']:.3f}", f"{c['bytes_kept_pct']:.3f}", f"{c['rel_error']:.3f}"] if c else ["—"] * 3
+            [f"{c['params_kept_pct']:.3f}", f"{exported_bytes_pct(c):.3f}", f"{c['rel_error']:.3f}"] if c else ["—"] * 3
         )
         lines.append(
             f"| {method} | `{name}`, {epochs} epoch(s) | {score:.2f} | {_mean_std(scores)} | {len(scores)} | {rel} | "

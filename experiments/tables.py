@@ -48,7 +48,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from asg.results import write_bytes_atomic, write_text_atomic
+from asg.results import exported_bytes_pct, write_bytes_atomic, write_text_atomic
 from experiments.runner import RESULTS
 
 DEFAULT_OUT = RESULTS / "tables"
@@ -169,7 +169,7 @@ def load_run(path: Path) -> dict[str, Any]:
         "scores": scores,  # language (and avg) -> test score
         "languages": ", ".join(sorted(lang for lang in scores if lang != "avg")),
         "params_kept_pct": compression.get("params_kept_pct"),
-        "bytes_kept_pct": compression.get("bytes_kept_pct"),
+        "bytes_kept_pct": exported_bytes_pct(compression),  # as shipped: code tables bit-packed
         "rel_error": compression.get("rel_error"),  # the fit's ||E - Ê|| / ||E||, beside the score it is not
         "train_samples": metrics.get("train_samples"),
         "notes": tuple(metrics.get("notes") or ()),
@@ -480,7 +480,8 @@ MAIN_INTRO = (
     "Scores: `test/avg/<metric>` in %, mean ± sample std over seeds (± only with 2 or more runs). "
     "rel. % = score / base × 100, the base being the dense (`asg.method=none`) run whose configuration is the row's "
     "but for `asg`. The setting is the compression's size, then each config key that tells the row apart from the "
-    "other rows of its model, task and transfer. Kept % are of the input embedding's parameters and bytes. "
+    "other rows of its model, task and transfer. Kept % are of the input embedding's parameters and bytes, the "
+    "bytes as exported (code tables bit-packed at ceil(log2 k) bits per code). "
     "— = missing."
 )
 LANG_INTRO = (

@@ -20,7 +20,7 @@ import json
 import statistics
 from typing import Any
 
-from asg.results import write_json_atomic, write_text_atomic
+from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.runner import RESULTS, command_line, run_config
 
 STUDY = RESULTS / "wikiann_full_e5"
@@ -82,7 +82,7 @@ def report(runs: dict[tuple[str, int], dict[str, Any] | None], args: argparse.Na
         if kept:
             sizes.append(
                 f"{METHODS[method][0]}: {kept['params_kept_pct']:.3f}% of the embedding's parameters, "
-                f"{kept['bytes_kept_pct']:.2f}% of its bytes with the code table"
+                f"{exported_bytes_pct(kept):.2f}% of its bytes as exported (code table bit-packed)"
             )
     curves = []
     for (method, seed), m in sorted(done.items()):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from asg.results import write_json_atomic, write_text_atomic
+from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.runner import RESULTS, ROOT, run_config
 
 MODEL_LABEL = "multilingual-e5-small (Q4-dequantized)"
@@ -271,7 +271,7 @@ def run_rows(study: Study, runs: dict[str, dict | None]) -> list[str]:
         scale = r["asg"]["codebook_lr_scale"] if c["method"] != "none" else "—"
         lines.append(
             f"| {name} | {c['method']} | {scale} | {r['train_samples']:,} | {r['epochs']} | {r['steps']} | "
-            f"{_fmt(r['scores'].get(study.dev_metric))} | {c['params_kept_pct']:.3f} | {c['bytes_kept_pct']:.3f} | "
+            f"{_fmt(r['scores'].get(study.dev_metric))} | {c['params_kept_pct']:.3f} | {exported_bytes_pct(c):.3f} | "
             f"{r['train_seconds']:.0f} | {'yes' if tested else 'no (dev only)'} |"
         )
     return lines

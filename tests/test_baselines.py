@@ -13,6 +13,7 @@ from transformers import AutoModelForMaskedLM, AutoModelForTokenClassification, 
 from asg.baselines import LowRankEmbedding, RQEmbedding, SGEmbedding
 from asg.embedding import ASGEmbedding
 from asg.methods import get_method
+from asg.results import exported_bytes_pct
 from asg.surgery import ASGOutputHead, compress_model
 from asg.tasks.common import parameter_groups
 from tests.test_pipeline import tiny_run
@@ -236,8 +237,8 @@ def test_budget_bytes_pct_sizes_every_method_within_five_percent(budget, m):
             stored = settings["rank"] * (vocab + dim) * 4
         else:
             stages, k = settings.get("stages", 1), settings["k"] // settings.get("stages", 1)
-            code_size = 1 if k <= 256 else 2 if k <= 32768 else 4
-            stored = stages * k * dim * 4 + vocab * stages * settings["m"] * code_size
+            bits = (k - 1).bit_length()  # the exported code table: ceil(log2 k) bits per code, bit-packed
+            stored = stages * k * dim * 4 + math.ceil(vocab * stages * settings["m"] * bits / 8)
         assert abs(stored - target) <= 0.05 * target, (method, settings)
 
 
@@ -245,14 +246,14 @@ def test_budget_bytes_pct_equals_the_fitted_modules_bytes():
     weight = random_weight(3000, 48)  # float32: the budget is a share of these bytes
     for method, m in [("pq", 4), ("sg", 1), ("rq", 2), ("lowrank", 1)]:
         stats = fit(weight, method, m=m, rank=None, budget_bytes_pct=20.0).stats()
-        assert stats["bytes_kept_pct"] == pytest.approx(20.0, rel=0.05), (method, stats)
+        assert exported_bytes_pct(stats) == pytest.approx(20.0, rel=0.05), (method, stats)
 
 
 def test_budget_bytes_pct_that_m_cannot_meet_names_the_m_that_can():
     resolve = get_method("pq").resolve
-    cfg = asg_cfg("pq", m=32, budget_bytes_pct=1.0)
-    fits = r"1 \(k=2175\), 2 \(k=1849\), 3 \(k=1524\), 4 \(k=1198\), 6 \(k=547\), 16 \(k=2\)"
-    with pytest.raises(ValueError, match=rf"smallest code table is 2\.084% .*; choose asg\.m from {fits}$"):
+    cfg = asg_cfg("pq", m=32, budget_bytes_pct=0.2)  # 32 one-bit codes per token are already 0.26%
+    fits = r"1 \(k=317\), 2 \(k=175\), 3 \(k=73\), 4 \(k=33\), 6 \(k=12\), 8 \(k=8\), 12 \(k=4\), 24 \(k=2\)"
+    with pytest.raises(ValueError, match=rf"smallest code table is 0\.261% .*; choose asg\.m from {fits}$"):
         resolve(cfg, 250037, 384)
     with pytest.raises(ValueError, match="both set; set one of them to null"):
         resolve(asg_cfg("pq", m=8, budget_pct=0.4, budget_bytes_pct=1.0), 250037, 384)
@@ -401,7 +402,7 @@ def test_fast_dev_run_per_method(tmp_path, tiny_dirs, shared_data, method):
         assert math.isclose(c["params_kept_pct"], 100 * 32 / c["vocab_size"])
 
 
-@pytest.mark.parametrize(("budget", "stages", "expected"), [(0.5, 1, 6), (1.0, 1, 6), (2.0, 1, 12), (5.0, 2, 16)])
+@pytest.mark.parametrize(("budget", "stages", "expected"), [(0.5, 1, 8), (1.0, 1, 16), (2.0, 1, 24), (5.0, 2, 32)])
 def test_widest_m_is_the_most_sub_spaces_that_leave_64_centroids(budget, stages, expected):
     from asg.methods import widest_m
     from asg.quantize import divisors

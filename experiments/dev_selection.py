@@ -22,7 +22,7 @@ import json
 import statistics
 
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
-from experiments.runner import RESULTS, ROOT, run_config
+from experiments.runner import RESULTS, ROOT, mean_std, run_config
 
 SELECT_SEED = 42
 TEST_SEEDS = (1, 2, 3)
@@ -151,13 +151,6 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
     return study
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.2f}{std}"
-
-
 def report(setting: str, study: dict[str, dict], command: str) -> str:
     spec = SETTINGS[setting]
     dev, test = spec["dev_metric"], spec["test_metric"]
@@ -200,7 +193,7 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
             [f"{c['params_kept_pct']:.3f}", f"{exported_bytes_pct(c):.3f}", f"{c['rel_error']:.3f}"] if c else ["—"] * 3
         )
         lines.append(
-            f"| {method} | `{name}`, {epochs} epoch(s) | {score:.2f} | {_mean_std(scores)} | {len(scores)} | {rel} | "
+            f"| {method} | `{name}`, {epochs} epoch(s) | {score:.2f} | {mean_std(scores)} | {len(scores)} | {rel} | "
             + " | ".join(kept)
             + " |"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,14 @@ def run_config(name: str, overrides: list[str], runs_dir: Path) -> dict | None:
         print(f"{name} failed (exit {proc.returncode})", flush=True)
         return None
     return json.loads(metrics.read_text())
+
+
+def mean_std(values: list[float]) -> str:
+    """Mean ± sample std of seeds' scores ("—" without any, no ± for one)."""
+    if not values:
+        return "—"
+    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.2f}{spread}"
 
 
 def command_line(module: str) -> str:

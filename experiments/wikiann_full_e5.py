@@ -21,7 +21,7 @@ import statistics
 from typing import Any
 
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
-from experiments.runner import RESULTS, command_line, run_config
+from experiments.runner import RESULTS, command_line, mean_std, run_config
 
 STUDY = RESULTS / "wikiann_full_e5"
 METHODS = {  # name -> label, overrides
@@ -51,10 +51,7 @@ def overrides(args: argparse.Namespace, method: str, seed: int) -> list[str]:
 
 
 def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    std = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.2f}{std} (n={len(values)})"
+    return f"{mean_std(values)} (n={len(values)})" if values else "—"
 
 
 def report(runs: dict[tuple[str, int], dict[str, Any] | None], args: argparse.Namespace, command: str) -> str:

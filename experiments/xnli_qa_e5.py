@@ -30,7 +30,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
-from experiments.runner import RESULTS, ROOT, run_config
+from experiments.runner import RESULTS, ROOT, mean_std, run_config
 
 MODEL_LABEL = "multilingual-e5-small (Q4-dequantized)"
 ASG = ["asg=pq", "asg.m=32", "asg.k=1024"]  # k=1024 of 250,037 rows: the paper's 0.4%
@@ -196,13 +196,6 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.2f}{spread}"
-
-
 def score_table(study: Study, runs: dict[str, dict | None], asg_name: str) -> list[str]:
     """Test scores per language, mean ± sample std over the seeds each side has, and ASG's mean over dense's."""
     base, asg = seed_runs(runs, "none"), seed_runs(runs, asg_name)
@@ -221,7 +214,7 @@ def score_table(study: Study, runs: dict[str, dict | None], asg_name: str) -> li
             b = [r["scores"][f"test/{lang}/{metric}"] for r in base if f"test/{lang}/{metric}" in r["scores"]]
             a = [r["scores"][f"test/{lang}/{metric}"] for r in asg if f"test/{lang}/{metric}" in r["scores"]]
             rel = f"{100 * statistics.mean(a) / statistics.mean(b):.1f}%" if a and b and statistics.mean(b) else "—"
-            cells += [_mean_std(b), _mean_std(a), rel]
+            cells += [mean_std(b), mean_std(a), rel]
         lines.append(f"| {lang} | {' | '.join(cells)} |")
     return lines
 

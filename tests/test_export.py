@@ -35,6 +35,7 @@ from asg.export_config import WEIGHTS, ASGConfig
 from asg.methods import method_names
 from asg.models import load_model
 from asg.quantize import smallest_code_dtype
+from asg.results import exported_bytes_pct
 from asg.surgery import ASGOutputHead, apply_asg, compress_model
 from asg.train import train
 from tests.test_pipeline import CONF, make_cfg
@@ -142,6 +143,9 @@ def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, no_unp
     assert torch.equal(auto(input_ids=ids).logits, before)
     assert not dense_tables(saved_tensors(tmp_path / "export"), model.config.vocab_size, 32)
     assert sizes["dense_bytes"] == original
+    # the exported tensors weigh what the method's accounting (metrics.json, tables, byte budgets) counts
+    stats = model.get_input_embeddings().stats()
+    assert 100 * sizes["compressed_bytes"] / stats["bytes_before"] == pytest.approx(exported_bytes_pct(stats))
 
 
 def test_embedding_classes_cover_the_method_registry():

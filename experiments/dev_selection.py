@@ -147,8 +147,21 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
                 tests[test_name] = run(
                     test_name, [*base, *overrides, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
                 )
-        study[method] = {"grid": runs, "chosen": chosen, "tests": tests}
+        study[method] = {"grid": runs, "overrides": dict(points), "chosen": chosen, "tests": tests}
     return study
+
+
+def grid_edges(method: str, overrides: list[str]) -> list[str]:
+    """The grid axes on whose first or last value a chosen point lies: the optimum may be beyond the grid."""
+    axes = dict(GRIDS[method][1])
+    if "asg.m" in axes:  # the first grid's m and the second grid's
+        axes["asg.m"] = (*axes["asg.m"], *SIZES)
+    edges = []
+    for key, values in axes.items():
+        value = next(v for v in values if f"{key}={v}" in overrides)
+        if len(values) > 1 and value in (min(values), max(values)):
+            edges.append(f"{key}={value:g} ({'highest' if value == max(values) else 'lowest'} of the grid)")
+    return edges
 
 
 def report(setting: str, study: dict[str, dict], command: str) -> str:
@@ -197,6 +210,13 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
             + " | ".join(kept)
             + " |"
         )
+    edges = [
+        f"- {method}: {', '.join(found)}"
+        for method, entry in study.items()
+        if entry["chosen"] and (found := grid_edges(method, entry["overrides"][entry["chosen"][0]]))
+    ]
+    if edges:
+        lines += ["", "Chosen on an edge of the grid (a wider grid may find a better dev score there):", "", *edges]
     lines += ["", "## Grids (dev score after each epoch)", ""]
     for method, entry in study.items():
         lines += [f"### {method}", "", "| run | " + " | ".join(f"dev ep {e + 1}" for e in range(MAX_EPOCHS)) + " |"]

@@ -85,3 +85,5 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
     row = next(line for line in text.splitlines() if line.startswith("| pq |"))
     assert f"`{chosen}`, 1 epoch(s) | 60.00 | 42.00 ± 1.00 | 3 | 84.0 |" in row  # (41, 42, 43) vs dense 50
     assert "| rq | grid not finished |" in text
+    # lr 2e-4 lies inside its grid, m=16 and scale 10 too; dense's lr 1e-4 is its grid's lowest
+    assert "- pq:" not in text and "- none: model.lr=0.0001 (lowest of the grid)" in text

@@ -5,13 +5,14 @@
 
 Each compressed method (pq, rq, sg, lowrank, at 0.4% of the embedding parameters) trains every point of
 optimizer lr x codebook lr scale (3 x 3; pq and rq at the default m=32, then m=8 and m=16 at their best lr and
-scale); the dense model every lr. Each run is seed 42, validated on the dev split after each epoch (BC5CDR
-`devel`; English dev for zero-shot WikiANN, the training language only) and not tested. The point and epoch count
-with the best dev score are chosen, and only that configuration is tested, with seeds 1, 2 and 3 (the seed drives
-the k-means fit and the fine-tune). Every run is its own `run.py` process in
-experiments/results/dev_selection_<setting>/runs/, whose metrics.json and .hydra/config.yaml are committed; a
-finished run is reused, so the study spans sessions, and two processes with disjoint `--methods` share the work.
-The report is written whole from the runs there are.
+scale); the dense model every lr. A choice on the edge of what was tried for lr or the scale also tries the next
+value beyond it (`LADDERS`, at most `MAX_EXTENSIONS` more points per method). Each run is seed 42, validated on
+the dev split after each epoch (BC5CDR `devel`; English dev for zero-shot WikiANN, the training language only)
+and not tested. The point and epoch count with the best dev score are chosen, and only that configuration is
+tested, with seeds 1, 2 and 3 (the seed drives the k-means fit and the fine-tune). Every run is its own `run.py`
+process in experiments/results/dev_selection_<setting>/runs/, whose metrics.json and .hydra/config.yaml are
+committed; a finished run is reused, so the study spans sessions, and two processes with disjoint `--methods`
+share the work. The report is written whole from the runs there are.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ MAX_EPOCHS = 2  # the dev curve's length; the chosen epoch count (1 or 2) is wha
 LRS = (1e-4, 2e-4, 4e-4)  # optimizer lr (model.lr); 1e-4 is the models' default
 SCALES = (1, 10, 30)  # asg.codebook_lr_scale; 10 is the default
 SIZES = (8, 16)  # the other asg.m values pq and rq try, at their best (lr, scale) with m=32, the default
+# where a choice lies on the edge of what was tried, the next value of its ladder is tried too (at most
+# MAX_EXTENSIONS more points per method), so that no choice is an artefact of where the grid stopped
+LADDERS = {
+    "model.lr": (2.5e-5, 5e-5, 1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3),
+    "asg.codebook_lr_scale": (0.1, 0.3, 1, 3, 10, 30, 100),
+}
+MAX_EXTENSIONS = 4
 BUDGET = ["asg.budget_pct=0.4"]
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
 # method -> (fixed overrides, grid axes): every compressed method searches lr x codebook lr scale (9 points); pq
@@ -102,6 +110,30 @@ def sizes_grid(method: str, overrides: list[str]) -> list[tuple[str, list[str]]]
     return _points(method, axes | {"asg.m": SIZES})
 
 
+def _value(key: str, overrides: list[str]) -> float | None:
+    text = next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")), None)
+    return None if text is None else int(text) if text.isdigit() else float(text)
+
+
+def beyond_edges(method: str, points: list[tuple[str, list[str]]], chosen: str) -> list[tuple[str, list[str]]]:
+    """Points one ladder step past each edge of the tried values that the chosen point lies on."""
+    overrides = dict(points)[chosen]
+    axes = {key: (_value(key, overrides),) for key in GRIDS[method][1]}
+    more = []
+    for key, ladder in LADDERS.items():
+        if key not in axes:
+            continue
+        tried = {_value(key, o) for _, o in points}
+        value = axes[key][0]
+        lower = [v for v in ladder if v < min(tried)]
+        higher = [v for v in ladder if v > max(tried)]
+        for step in ([lower[-1]] if value == min(tried) and lower else []) + (
+            [higher[0]] if value == max(tried) and higher else []
+        ):
+            more += _points(method, axes | {key: (step,)})
+    return [p for p in more if p[0] not in dict(points)]
+
+
 def best(runs: dict[str, dict | None], names: list[str], metric: str) -> tuple[str, int, float] | None:
     """(run, epoch count, dev score) of the best dev point over the runs' curves; None until all have run."""
     if any(runs.get(n) is None for n in names):
@@ -138,6 +170,13 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
             points += more
             runs |= {name: run(name, [*base, *o, *dev_only], start) for name, o in more}
             chosen = best(runs, [n for n, _ in points], spec["dev_metric"])
+        extensions = 0
+        while chosen is not None and extensions < MAX_EXTENSIONS and (more := beyond_edges(method, points, chosen[0])):
+            more = more[: MAX_EXTENSIONS - extensions]
+            extensions += len(more)
+            points += more
+            runs |= {name: run(name, [*base, *o, *dev_only], start) for name, o in more}
+            chosen = best(runs, [n for n, _ in points], spec["dev_metric"])
         tests = {}
         if chosen is not None:
             name, epochs, _ = chosen
@@ -151,16 +190,14 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
     return study
 
 
-def grid_edges(method: str, overrides: list[str]) -> list[str]:
-    """The grid axes on whose first or last value a chosen point lies: the optimum may be beyond the grid."""
-    axes = dict(GRIDS[method][1])
-    if "asg.m" in axes:  # the first grid's m and the second grid's
-        axes["asg.m"] = (*axes["asg.m"], *SIZES)
+def grid_edges(points: dict[str, list[str]], chosen: str) -> list[str]:
+    """The axes on whose lowest or highest tried value the chosen point lies: the optimum may be beyond them."""
     edges = []
-    for key, values in axes.items():
-        value = next(v for v in values if f"{key}={v}" in overrides)
-        if len(values) > 1 and value in (min(values), max(values)):
-            edges.append(f"{key}={value:g} ({'highest' if value == max(values) else 'lowest'} of the grid)")
+    for key in ("model.lr", "asg.codebook_lr_scale", "asg.m"):
+        tried = {v for o in points.values() if (v := _value(key, o)) is not None}
+        value = _value(key, points[chosen])
+        if len(tried) > 1 and value in (min(tried), max(tried)):
+            edges.append(f"{key}={value:g} ({'highest' if value == max(tried) else 'lowest'} tried)")
     return edges
 
 
@@ -213,10 +250,10 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
     edges = [
         f"- {method}: {', '.join(found)}"
         for method, entry in study.items()
-        if entry["chosen"] and (found := grid_edges(method, entry["overrides"][entry["chosen"][0]]))
+        if entry["chosen"] and (found := grid_edges(entry["overrides"], entry["chosen"][0]))
     ]
     if edges:
-        lines += ["", "Chosen on an edge of the grid (a wider grid may find a better dev score there):", "", *edges]
+        lines += ["", "Chosen on an edge of what was tried (a wider search may find a better dev score):", "", *edges]
     lines += ["", "## Grids (dev score after each epoch)", ""]
     for method, entry in study.items():
         lines += [f"### {method}", "", "| run | " + " | ".join(f"dev ep {e + 1}" for e in range(MAX_EPOCHS)) + " |"]

@@ -85,5 +85,25 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
     row = next(line for line in text.splitlines() if line.startswith("| pq |"))
     assert f"`{chosen}`, 1 epoch(s) | 60.00 | 42.00 ± 1.00 | 3 | 84.0 |" in row  # (41, 42, 43) vs dense 50
     assert "| rq | grid not finished |" in text
-    # lr 2e-4 lies inside its grid, m=16 and scale 10 too; dense's lr 1e-4 is its grid's lowest
-    assert "- pq:" not in text and "- none: model.lr=0.0001 (lowest of the grid)" in text
+    # dense's lr 1e-4 was its grid's lowest, so 5e-5 was tried too; pq's choice lies inside what it tried
+    assert "none_lr5e-05" in started and "Chosen on an edge" not in text
+
+
+def test_a_choice_on_an_edge_tries_the_next_ladder_step_beyond_it():
+    points = study.grid("pq")
+    more = study.beyond_edges("pq", points, "pq_m32_lr0.0004_cb1")  # the highest lr and the lowest scale
+    assert more == [
+        (
+            "pq_m32_lr0.0008_cb1",
+            ["asg=pq", "asg.budget_pct=0.4", "asg.m=32", "model.lr=0.0008", "asg.codebook_lr_scale=1"],
+        ),
+        (
+            "pq_m32_lr0.0004_cb0.3",
+            ["asg=pq", "asg.budget_pct=0.4", "asg.m=32", "model.lr=0.0004", "asg.codebook_lr_scale=0.3"],
+        ),
+    ]
+    assert study.beyond_edges("pq", points, "pq_m32_lr0.0002_cb10") == []  # inside on both axes
+    assert study.grid_edges(dict(points), "pq_m32_lr0.0004_cb1") == [
+        "model.lr=0.0004 (highest tried)",
+        "asg.codebook_lr_scale=1 (lowest tried)",
+    ]

@@ -113,7 +113,7 @@ def _comparable(cfg: Any, metrics: Mapping[str, Any], method: str) -> dict[str, 
 
     Hydra saves the config unresolved, so `asg` and the data source come from what metrics.json recorded at run
     time; ignored keys are blanked before resolving, so that their copies by interpolation (e.g.
-    task.datamodule.num_workers: ${data.num_workers}) compare equal too.
+    older runs' task.datamodule.num_workers: ${data.num_workers}) compare equal too.
     """
     if metrics.get("asg"):
         OmegaConf.update(cfg, "asg", metrics["asg"], merge=True)

@@ -106,7 +106,7 @@ def sizes_grid(method: str, overrides: list[str]) -> list[tuple[str, list[str]]]
     """pq's and rq's second grid: the other sub-space counts at the first grid's best lr and scale."""
     if "asg.m" not in GRIDS[method][1]:
         return []
-    axes = {key: tuple(v for v in values if f"{key}={v}" in overrides) for key, values in GRIDS[method][1].items()}
+    axes = {key: (_value(key, overrides),) for key in GRIDS[method][1]}
     return _points(method, axes | {"asg.m": SIZES})
 
 

@@ -252,12 +252,12 @@ def last_epoch_gains(study: Study, runs: dict[str, dict | None]) -> list[str]:
 def run_rows(study: Study, runs: dict[str, dict | None]) -> list[str]:
     lines = [
         "| run | asg | codebook lr scale | train examples | epochs | steps | final dev | params kept % | "
-        "bytes kept % | train s | tested |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "bytes kept % | fit rel. error | train s | tested |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         if r is None:
-            lines.append(f"| {name} | not run or failed | | | | | | | | | |")
+            lines.append(f"| {name} | not run or failed | | | | | | | | | | |")
             continue
         c = r["compression"]
         tested = any(k.startswith("test/") for k in r["scores"])
@@ -265,7 +265,7 @@ def run_rows(study: Study, runs: dict[str, dict | None]) -> list[str]:
         lines.append(
             f"| {name} | {c['method']} | {scale} | {r['train_samples']:,} | {r['epochs']} | {r['steps']} | "
             f"{_fmt(r['scores'].get(study.dev_metric))} | {c['params_kept_pct']:.3f} | {exported_bytes_pct(c):.3f} | "
-            f"{r['train_seconds']:.0f} | {'yes' if tested else 'no (dev only)'} |"
+            f"{_fmt(c.get('rel_error'), 4)} | {r['train_seconds']:.0f} | {'yes' if tested else 'no (dev only)'} |"
         )
     return lines
 

@@ -15,7 +15,12 @@ def fake_run(dev: float, test: dict[str, float] | None = None, method: str = "pq
     return {
         "scores": scores,
         "transfer": {"eval_langs": [lang for lang in (test or {}) if lang != "avg"]},
-        "compression": {"method": method, "params_kept_pct": 0.41 if method == "pq" else 100.0, "bytes_kept_pct": 4.6},
+        "compression": {
+            "method": method,
+            "params_kept_pct": 0.41 if method == "pq" else 100.0,
+            "bytes_kept_pct": 4.6,
+            "rel_error": 0.5843 if method == "pq" else 0.0,
+        },
         "asg": {"codebook_lr_scale": 10.0},
         "train_samples": 1998,
         "steps": 125 * epochs,
@@ -99,3 +104,4 @@ def test_tables_show_relative_scores_and_the_learning_curve():
     assert "| 62 | 1 | 55.00 (1.000) | 45.00 (1.000) |" in text  # step, epoch, dev (mean training loss) per run
     assert "- `pq`: 48.00 -> 50.00 (+2.00) over its last epoch" in text
     assert "| pq_cb30 | not run or failed |" in text
+    assert "| 0.410 | 4.600 | 0.5843 |" in text  # kept parameters, bytes, and the fit's error beside the scores

@@ -55,7 +55,7 @@ def test_best_is_the_best_dev_point_of_any_epoch_and_waits_for_the_whole_grid():
     assert study.best(runs, ["a", "b"], "val/en/f1") == ("b", 1, 55.0)  # b's first epoch beats a's second
 
 
-def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatch):
+def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatch, tmp_path):
     started: dict[str, list[str]] = {}
 
     def fake_run(name: str, overrides: list[str], runs_dir) -> dict:
@@ -68,6 +68,9 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
         return _metrics([0.0], test=40.0 + seed if name.startswith("pq") else 50.0)
 
     monkeypatch.setattr(study, "run_config", fake_run)
+    # the methods not started read finished runs from the results folder: an empty one here, not the repository's
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "experiments" / "results")
+    monkeypatch.setattr(study, "ROOT", tmp_path)
     args = argparse.Namespace(data_dir="data", e5_dir="e5", methods="pq,none", report_only=False)
     result = study.run_study("bc5cdr_minilm", args)
 

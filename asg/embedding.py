@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asg.quantize import product_quantize, reconstruct, smallest_code_dtype
+from asg.quantize import packed_code_bytes, product_quantize, reconstruct, smallest_code_dtype
 
 
 class CompressedEmbedding(nn.Module):
@@ -67,8 +66,7 @@ def quantized_stats(module: CompressedEmbedding, codes: Tensor, codebooks: Tenso
     bytes_before = params_before * module.source_dtype.itemsize
     codebook_bytes = params_after * codebooks.element_size()
     code_bytes = codes.numel() * codes.element_size()
-    # ideal table: ceil(log2 k) bits per code, which is (k - 1).bit_length() exactly
-    code_bytes_packed = math.ceil(codes.numel() * (k - 1).bit_length() / 8)
+    code_bytes_packed = packed_code_bytes(codes.numel(), k)  # the table as exported
     bytes_after = codebook_bytes + code_bytes
     return {
         "vocab_size": vocab,

@@ -44,6 +44,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from asg.embedding import CompressedEmbedding
 from asg.export_config import REFUSAL, WEIGHTS, ASGConfig, read_config
 from asg.models import AUTO_CLASSES
+from asg.quantize import code_bits, packed_code_bytes
 from asg.surgery import ASGOutputHead, compressed_specs, heads_tied, install
 
 
@@ -92,11 +93,6 @@ PACKED = "asg_packed_codes"  # safetensors metadata: {tensor name: {"shape", "dt
 _PACK_CHUNK = 1 << 20  # codes per step (a multiple of 8, so every chunk ends on a byte)
 
 
-def code_bits(module: CompressedEmbedding) -> int:
-    """Bits of one stored code: ceil(log2 k), as `bytes_kept_pct_packed` counts them."""
-    return (module.k - 1).bit_length()
-
-
 def pack_codes(codes: Tensor, bits: int) -> Tensor:
     """Integer codes below 2**bits as one little-endian bit stream of `bits` bits each (row-major), in uint8."""
     flat, shifts, weights = (
@@ -127,7 +123,7 @@ def unpack_codes(packed: Tensor, shape: tuple[int, ...], dtype: torch.dtype, bit
 
 def _stored_bytes(module: nn.Module, name: str, tensor: Tensor) -> int:
     if name == "codes" and isinstance(module, CompressedEmbedding):
-        return math.ceil(tensor.numel() * code_bits(module) / 8)
+        return packed_code_bytes(tensor.numel(), module.k)
     return tensor.numel() * tensor.element_size()
 
 
@@ -209,7 +205,7 @@ def _pack_code_tables(model: nn.Module, path: Path) -> None:
     for name, tensor in tensors.items():
         module = modules.get(name)
         if isinstance(module, CompressedEmbedding):
-            bits = code_bits(module)
+            bits = code_bits(module.k)
             packed[name] = {
                 "shape": list(tensor.shape),
                 "dtype": str(tensor.dtype).removeprefix("torch."),

@@ -8,7 +8,6 @@ when set, sizes every method to the same kept-parameter budget; `asg.budget_byte
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from asg.embedding import ASGEmbedding, CompressedEmbedding
-from asg.quantize import check_shape, divisors
+from asg.quantize import check_shape, divisors, packed_code_bytes
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,7 @@ def budget_bytes(cfg: Mapping[str, Any], vocab: int, hidden: int) -> float | Non
 def quantized_bytes(vocab: int, hidden: int, *, m: int, k: int, stages: int = 1) -> int:
     """Exported bytes of `stages` PQ tables: float32 codebooks (stages x k x d floats) and V x stages x m codes
     bit-packed at ceil(log2 k) bits each, as `asg.export` stores them (`bytes_kept_pct_packed`)."""
-    codes = math.ceil(vocab * stages * m * (k - 1).bit_length() / 8)
-    return stages * k * hidden * FLOAT32_BYTES + codes
+    return stages * k * hidden * FLOAT32_BYTES + packed_code_bytes(vocab * stages * m, k)
 
 
 def nearest_setting(sizes: Callable[[int], int], allowed: float, low: int, high: int) -> int | None:

@@ -73,6 +73,16 @@ def smallest_code_dtype(k: int) -> torch.dtype:
     return torch.int32
 
 
+def code_bits(k: int) -> int:
+    """Bits of one code among k centroids when bit-packed: ceil(log2 k), which is (k - 1).bit_length() exactly."""
+    return (k - 1).bit_length()
+
+
+def packed_code_bytes(count: int, k: int) -> int:
+    """Bytes of `count` codes among k centroids, bit-packed as `asg.export` stores a code table."""
+    return math.ceil(count * code_bits(k) / 8)
+
+
 class _Gather(torch.autograd.Function):
     """Rows of a (r, s) table at flat indices, with a backward that accumulates straight into the table's gradient.
 

@@ -18,7 +18,7 @@ from asg.transfer import resolve_languages
 
 class LanguageDataModule(pl.LightningDataModule):
     """The settings every task's datamodule shares; subclasses fill `self.encoded[(stage, lang)]` with rows and
-    define `collator()`. `train.build_datamodule` passes these from the run's `data` and `transfer` settings."""
+    define `collator()`. `build_datamodule` (below) passes these from the run's `data` and `transfer` settings."""
 
     val_langs: list[str]
     encoded: dict[tuple[str, str], list[dict[str, Any]]]

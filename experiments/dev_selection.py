@@ -23,6 +23,7 @@ import json
 import statistics
 
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
+from experiments.ablation import SETTINGS as ABLATION
 from experiments.runner import RESULTS, ROOT, mean_std, run_config
 
 SELECT_SEED = 42
@@ -49,15 +50,17 @@ GRIDS: dict[str, tuple[list[str], dict[str, tuple]]] = {
     "sg": (["asg=sg", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
     "lowrank": (["asg=lowrank", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
 }
+
+
+def _data(setting: str) -> list[str]:
+    """The methods ablation's model, task and data overrides; not its lighter k-means (`asg.*`): fits run at the
+    defaults here."""
+    return [o for o in ABLATION[setting]["overrides"] if not o.startswith("asg.")]
+
+
 SETTINGS: dict[str, dict] = {
     "bc5cdr_minilm": {
-        "overrides": [
-            "model=minilm",
-            "task=bc5cdr",
-            "transfer=in_language",
-            "data.max_train_samples=1000",
-            "data.max_eval_samples=1000",
-        ],
+        "overrides": _data("bc5cdr_minilm"),
         "describe": (
             "all-MiniLM-L6-v2 on BC5CDR: the first 1,000 training sentences; dev = the first 1,000 `devel` "
             "sentences, test = the first 1,000 test sentences"
@@ -66,18 +69,11 @@ SETTINGS: dict[str, dict] = {
         "test_metric": "test/avg/f1",
     },
     "wikiann_e5": {
-        "overrides": [
-            "model=e5_small",
-            "task=wikiann",
-            "transfer=zero_shot",
-            "data.max_train_samples=2000",
-            "data.max_eval_samples=200",
-            "data.max_length=64",
-        ],
+        "overrides": _data("wikiann_e5"),
         "describe": (
-            "multilingual-e5-small (Q4-dequantized) on WikiANN: 2,000 English training sentences; dev = the first "
-            "200 English dev sentences (zero-shot: no target-language data chooses anything), test = the first 200 "
-            "test sentences of every shared language"
+            "multilingual-e5-small (Q4-dequantized) on WikiANN: 2,000 English training sentences (at most 64 "
+            "tokens); dev = the first 200 English dev sentences (zero-shot: no target-language data chooses "
+            "anything), test = the first 200 test sentences of every shared language"
         ),
         "dev_metric": "val/en/f1",
         "test_metric": "test/avg/f1",

@@ -13,6 +13,11 @@ tested, with seeds 1, 2 and 3 (the seed drives the k-means fit and the fine-tune
 process in experiments/results/dev_selection_<setting>/runs/, whose metrics.json and .hydra/config.yaml are
 committed; a finished run is reused, so the study spans sessions, and two processes with disjoint `--methods`
 share the work. The report is written whole from the runs there are.
+
+Equal stored bytes: each compressed method then runs at every `BYTES_BUDGETS` share of the float32 embedding's
+bytes (`asg.budget_bytes_pct`, code table bit-packed as exported), with its dev-chosen lr, scale and epochs and the
+same test seeds; pq and rq at the most sub-spaces that leave 64 centroids or more (`asg.methods.widest_m`, a
+sizing rule, not a dev selection).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import itertools
 import json
 import statistics
 
+from asg.methods import widest_m
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.ablation import SETTINGS as ABLATION
 from experiments.runner import RESULTS, ROOT, mean_std, run_config
@@ -40,6 +46,7 @@ LADDERS = {
 }
 MAX_EXTENSIONS = 4
 BUDGET = ["asg.budget_pct=0.4"]
+BYTES_BUDGETS = (0.5, 1, 2, 5)  # % of the float32 embedding's bytes, every stored tensor counted
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
 # method -> (fixed overrides, grid axes): every compressed method searches lr x codebook lr scale (9 points); pq
 # and rq then 2 more sub-space counts (11); the dense model searches lr (3)
@@ -61,6 +68,7 @@ def _data(setting: str) -> list[str]:
 SETTINGS: dict[str, dict] = {
     "bc5cdr_minilm": {
         "overrides": _data("bc5cdr_minilm"),
+        "shape": ABLATION["bc5cdr_minilm"]["shape"],
         "describe": (
             "all-MiniLM-L6-v2 on BC5CDR: the first 1,000 training sentences; dev = the first 1,000 `devel` "
             "sentences, test = the first 1,000 test sentences"
@@ -70,6 +78,7 @@ SETTINGS: dict[str, dict] = {
     },
     "wikiann_e5": {
         "overrides": _data("wikiann_e5"),
+        "shape": ABLATION["wikiann_e5"]["shape"],
         "describe": (
             "multilingual-e5-small (Q4-dequantized) on WikiANN: 2,000 English training sentences (at most 64 "
             "tokens); dev = the first 200 English dev sentences (zero-shot: no target-language data chooses "
@@ -182,8 +191,31 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
                 tests[test_name] = run(
                     test_name, [*base, *overrides, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
                 )
-        study[method] = {"grid": runs, "overrides": dict(points), "chosen": chosen, "tests": tests}
+        at_bytes: dict[str, dict[str, dict | None]] = {}  # budget -> its seeds' runs ({} where none fits)
+        for budget in BYTES_BUDGETS if chosen is not None and method != "none" else ():
+            at_bytes[f"{budget:g}"] = {}
+            if (moved := bytes_overrides(method, overrides, budget, spec["shape"])) is None:
+                continue
+            for seed in TEST_SEEDS:
+                test_name = f"{method}_bytes{budget:g}_ep{epochs}_seed{seed}"
+                at_bytes[f"{budget:g}"][test_name] = run(
+                    test_name, [*base, *moved, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
+                )
+        study[method] = {"grid": runs, "overrides": dict(points), "chosen": chosen, "tests": tests, "bytes": at_bytes}
     return study
+
+
+def bytes_overrides(method: str, overrides: list[str], budget: float, shape: tuple[int, int]) -> list[str] | None:
+    """A dev-chosen point's overrides moved from 0.4% of the parameters to `budget` % of the bytes; None where pq or
+    rq cannot meet it with 64 centroids or more."""
+    moved = [o for o in overrides if o not in BUDGET and not o.startswith("asg.m=")]
+    moved += ["asg.budget_pct=null", f"asg.budget_bytes_pct={budget}"]
+    if "asg.m" in GRIDS[method][1]:
+        try:
+            moved.append(f"asg.m={widest_m(budget, *shape, stages=_value('asg.stages', overrides) or 1)}")
+        except ValueError:
+            return None
+    return moved
 
 
 def grid_edges(points: dict[str, list[str]], chosen: str) -> list[str]:
@@ -195,6 +227,62 @@ def grid_edges(points: dict[str, list[str]], chosen: str) -> list[str]:
         if len(tried) > 1 and value in (min(tried), max(tried)):
             edges.append(f"{key}={value:g} ({'highest' if value == max(tried) else 'lowest'} tried)")
     return edges
+
+
+def _size(c: dict) -> str:
+    """A compressed embedding's shape in its method's terms, from a run's compression stats."""
+    if c["method"] == "lowrank":
+        return f"rank {c['rank']}"
+    if c["method"] == "rq":
+        return f"m={c['m']}, {c['stages']} x k={c['k_per_stage']}"
+    return f"m={c['m']}, k={c['k']}" if c["m"] > 1 else f"k={c['k']}"
+
+
+def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[str]:
+    """The equal-bytes section: every method at each budget, and the best mean test score per budget."""
+    lines = [
+        "",
+        "## Equal stored bytes (test)",
+        "",
+        "Each compressed method at `asg.budget_bytes_pct` (a share of the float32 V x d bytes; code table bit-packed",
+        "as exported, every stored tensor counted) with the lr, codebook lr scale and epochs it chose on dev above",
+        "(chosen at 0.4% of the parameters, not again at each budget); pq and rq at the most sub-spaces that leave",
+        f"64 centroids or more. Seeds {', '.join(map(str, TEST_SEEDS))}.",
+        "",
+        "| bytes budget % | method | size | bytes kept % | params kept % | fit rel. error | test mean ± std | seeds "
+        "| rel. % of dense mean |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    winners = []
+    for budget in (f"{b:g}" for b in BYTES_BUDGETS):
+        cells = []
+        for method, entry in study.items():
+            if budget not in entry.get("bytes", {}):
+                continue
+            done = [r for r in entry["bytes"][budget].values() if r]
+            if not entry["bytes"][budget]:
+                lines.append(f"| {budget} | {method} | no m leaves 64 centroids | | | | | | |")
+                continue
+            if not done:
+                lines.append(f"| {budget} | {method} | not run yet | | | | | | |")
+                continue
+            scores = [r["scores"][test] for r in done]
+            c = done[0]["compression"]
+            error = statistics.mean(r["compression"]["rel_error"] for r in done)
+            rel = f"{100 * statistics.mean(scores) / dense:.1f}" if dense else "—"
+            lines.append(
+                f"| {budget} | {method} | {_size(c)} | {exported_bytes_pct(c):.3f} | {c['params_kept_pct']:.3f} | "
+                f"{error:.3f} | {mean_std(scores)} | {len(scores)} | {rel} |"
+            )
+            if len(scores) == len(TEST_SEEDS):
+                cells.append((statistics.mean(scores), method, mean_std(scores)))
+        if cells:
+            cells.sort(reverse=True)
+            runner_up = f" (next: {cells[1][1]}, {cells[1][2]})" if len(cells) > 1 else ""
+            winners.append(f"- {budget}% of the bytes: **{cells[0][1]}**, {cells[0][2]}{runner_up}")
+    if winners:
+        lines += ["", "Best mean test score at each budget, among the methods with every seed run:", "", *winners]
+    return lines
 
 
 def report(setting: str, study: dict[str, dict], command: str) -> str:
@@ -249,6 +337,7 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
     ]
     if edges:
         lines += ["", "Chosen on an edge of what was tried (a wider search may find a better dev score):", "", *edges]
+    lines += equal_bytes(study, test, statistics.mean(dense) if dense else None)
     lines += ["", "## Grids (dev score after each epoch)", ""]
     for method, entry in study.items():
         lines += [f"### {method}", "", "| run | " + " | ".join(f"dev ep {e + 1}" for e in range(MAX_EPOCHS)) + " |"]

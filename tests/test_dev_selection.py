@@ -12,7 +12,7 @@ from experiments import dev_selection as study
 def _metrics(dev: list[float], test: float | None = None) -> dict:
     scores = {"val/en/f1": dev[-1]} | ({"test/avg/f1": test} if test is not None else {})
     history = [{"epoch": e, "step": 10 * (e + 1), "scores": {"val/en/f1": d}} for e, d in enumerate(dev)]
-    compression = {"params_kept_pct": 0.4, "bytes_kept_pct": 2.5, "rel_error": 0.7}
+    compression = {"method": "pq", "m": 8, "k": 64, "params_kept_pct": 0.4, "bytes_kept_pct": 2.5, "rel_error": 0.7}
     return {"scores": scores, "val_history": history, "compression": compression}
 
 
@@ -91,6 +91,17 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
     # dense's lr 1e-4 was its grid's lowest, so 5e-5 was tried too; pq's choice lies inside what it tried
     assert "none_lr5e-05" in started and "Chosen on an edge" not in text
 
+    # then pq at every byte budget, with its dev-chosen lr, scale and epochs, and m sized for the budget
+    for budget in study.BYTES_BUDGETS:
+        overrides = started[f"pq_bytes{budget:g}_ep1_seed3"]
+        assert f"asg.budget_bytes_pct={budget}" in overrides and "asg.budget_pct=null" in overrides
+        assert "asg.budget_pct=0.4" not in overrides and "model.lr=0.0002" in overrides and "seed=3" in overrides
+        assert "asg.codebook_lr_scale=10" in overrides and "trainer.max_epochs=1" in overrides
+        assert [o for o in overrides if o.startswith("asg.m=")] == [f"asg.m={study.widest_m(budget, 30522, 384)}"]
+    assert not any(name.startswith("none_bytes") for name in started)  # dense has no budget
+    assert "| 0.5 | pq | m=8, k=64 | 2.500 | 0.400 | 0.700 | 42.00 ± 1.00 | 3 | 84.0 |" in text
+    assert "- 5% of the bytes: **pq**, 42.00 ± 1.00" in text
+
 
 def test_a_choice_on_an_edge_tries_the_next_ladder_step_beyond_it():
     points = study.grid("pq")
@@ -110,3 +121,15 @@ def test_a_choice_on_an_edge_tries_the_next_ladder_step_beyond_it():
         "model.lr=0.0004 (highest tried)",
         "asg.codebook_lr_scale=1 (lowest tried)",
     ]
+
+
+def test_bytes_overrides_move_a_choice_to_a_byte_budget_or_say_none_fits():
+    _, pq = study.grid("pq")[0]
+    moved = study.bytes_overrides("pq", pq, 1, (30522, 384))
+    assert "asg.budget_bytes_pct=1" in moved and f"asg.m={study.widest_m(1, 30522, 384)}" in moved
+    assert not any(o.startswith("asg.m=32") for o in moved)
+    _, rq = study.grid("rq")[0]
+    assert f"asg.m={study.widest_m(1, 30522, 384, stages=2)}" in study.bytes_overrides("rq", rq, 1, (30522, 384))
+    assert study.bytes_overrides("pq", pq, 0.01, (30522, 384)) is None  # 64 centroids alone exceed 0.01%
+    _, sg = study.grid("sg")[0]
+    assert not any(o.startswith("asg.m=") for o in study.bytes_overrides("sg", sg, 0.01, (30522, 384)))

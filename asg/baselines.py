@@ -22,6 +22,7 @@ from asg.methods import (
     Method,
     budget_bytes,
     budget_k,
+    float_bytes,
     nearest_setting,
     pq_options,
     register,
@@ -149,7 +150,7 @@ class LowRankEmbedding(CompressedEmbedding):
         params_before = vocab * dim
         params_after = self.left.numel() + self.right.numel()  # r * (V + d)
         bytes_before = params_before * self.source_dtype.itemsize
-        bytes_after = self.left.numel() * self.left.element_size() + self.right.numel() * self.right.element_size()
+        bytes_after = params_after * self.storage_dtype.itemsize
         return {
             "vocab_size": vocab,
             "hidden_size": dim,
@@ -189,11 +190,11 @@ class LowRankEmbedding(CompressedEmbedding):
 
 
 def _budget_rank(cfg: Mapping[str, Any], vocab: int, hidden: int) -> int:
-    """asg.rank; the rank whose float32 factors come nearest asg.budget_bytes_pct; the largest rank whose
+    """asg.rank; the rank whose factors (at asg.storage_dtype) come nearest asg.budget_bytes_pct; the largest rank whose
     r (V + d) parameters fit asg.budget_pct; else pq's k * d parameters at asg.k."""
     allowed = budget_bytes(cfg, vocab, hidden)
     if allowed is not None:
-        per_rank = (vocab + hidden) * FLOAT32_BYTES
+        per_rank = (vocab + hidden) * float_bytes(cfg)
         rank = nearest_setting(lambda r: r * per_rank, allowed, 1, min(vocab, hidden))
         if rank is None:
             dense = vocab * hidden * FLOAT32_BYTES

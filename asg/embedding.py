@@ -23,6 +23,15 @@ class CompressedEmbedding(nn.Module):
     method: str = ""
     num_embeddings: int
     embedding_dim: int
+    # asg.storage_dtype: the precision its float tensors are exported in and counted at; training keeps float32
+    storage_dtype: torch.dtype = torch.float32
+
+    def round_to_storage(self) -> None:
+        """Round every float tensor to `storage_dtype` in place, so that what is scored is what an export stores."""
+        with torch.no_grad():
+            for tensor in [*self.parameters(), *self.buffers()]:
+                if tensor.is_floating_point() and self.storage_dtype.itemsize < tensor.element_size():
+                    tensor.copy_(tensor.to(self.storage_dtype))
 
     def dense_weight(self) -> Tensor:
         raise NotImplementedError
@@ -58,13 +67,14 @@ class CompressedEmbedding(nn.Module):
 def quantized_stats(module: CompressedEmbedding, codes: Tensor, codebooks: Tensor, k: int) -> dict[str, Any]:
     """Accounting of a code table (any shape) plus float codebooks against the dense (V, d) matrix they replace.
 
-    `module` supplies V, d, the replaced matrix's dtype and the fit's rel_error; `k` sizes one code.
+    `module` supplies V, d, the replaced matrix's dtype, the codebooks' storage dtype and the fit's rel_error;
+    `k` sizes one code.
     """
     vocab, dim = module.num_embeddings, module.embedding_dim
     params_before = vocab * dim
     params_after = codebooks.numel()
     bytes_before = params_before * module.source_dtype.itemsize
-    codebook_bytes = params_after * codebooks.element_size()
+    codebook_bytes = params_after * module.storage_dtype.itemsize
     code_bytes = codes.numel() * codes.element_size()
     code_bytes_packed = packed_code_bytes(codes.numel(), k)  # the table as exported
     bytes_after = codebook_bytes + code_bytes

@@ -2,11 +2,13 @@
 
     python -m asg.export RUN_DIR OUT_DIR [--ckpt PATH] [--name-or-path DIR]
 
-An export directory (format `asg.export_config.FORMAT_VERSION`, 3) holds
+An export directory (format `asg.export_config.FORMAT_VERSION`, 4) holds
   - `asg.safetensors`: the model's state dict, every tensor as it is but the compressed modules' code tables, which
     are bit-packed at ceil(log2 k) bits per code (a uint8 stream; the file's metadata `asg_packed_codes` gives each
-    table's shape, dtype and bits), so the file weighs what `bytes_kept_pct_packed` counts; a tensor shared by
-    several modules (mT5's one embedding for encoder, decoder and tied head) is stored once;
+    table's shape, dtype and bits), and their float tensors, stored in `asg.storage_dtype` (metadata
+    `asg_stored_dtypes` names those narrowed, read back in their own dtype), so the file weighs what
+    `bytes_kept_pct_packed` counts; a tensor shared by several modules (mT5's one embedding for encoder, decoder
+    and tied head) is stored once;
   - `config.json`: an `asg.export_config.ASGConfig`, model_type "asg": the format version, the model class, its task
     family and the compressed modules' specs, with the base model's own config as `base_config`;
   - the tokenizer files, when a tokenizer is given.
@@ -45,7 +47,7 @@ from asg.embedding import CompressedEmbedding
 from asg.export_config import REFUSAL, WEIGHTS, ASGConfig, read_config
 from asg.models import AUTO_CLASSES
 from asg.quantize import code_bits, packed_code_bytes
-from asg.surgery import ASGOutputHead, compressed_specs, heads_tied, install
+from asg.surgery import ASGOutputHead, compressed_modules, compressed_specs, heads_tied, install
 
 
 def embedding_classes() -> dict[str, type[CompressedEmbedding]]:
@@ -72,8 +74,13 @@ def build_embedding(spec: Mapping[str, Any]) -> CompressedEmbedding:
     classes = embedding_classes()
     if spec["method"] not in classes:
         raise ValueError(f"no CompressedEmbedding class has method={spec['method']!r}; known: {sorted(classes)}")
-    # `tied` and `bias` describe the head around the embedding, not the embedding
-    return classes[spec["method"]].from_spec({k: v for k, v in spec.items() if k not in ("tied", "bias")})
+    # `tied` and `bias` describe the head around the embedding, not the embedding; exports before storage_dtype
+    # stored float32
+    embedding = classes[spec["method"]].from_spec(
+        {k: v for k, v in spec.items() if k not in ("tied", "bias", "storage_dtype")}
+    )
+    embedding.storage_dtype = getattr(torch, spec.get("storage_dtype", "float32"))
+    return embedding
 
 
 def install_specs(model: PreTrainedModel, specs: Mapping[str, Mapping[str, Any]]) -> None:
@@ -90,6 +97,7 @@ def install_specs(model: PreTrainedModel, specs: Mapping[str, Mapping[str, Any]]
 
 
 PACKED = "asg_packed_codes"  # safetensors metadata: {tensor name: {"shape", "dtype", "bits"}} of packed code tables
+NARROWED = "asg_stored_dtypes"  # and {tensor name: dtype} of float tensors stored in a narrower asg.storage_dtype
 _PACK_CHUNK = 1 << 20  # codes per step (a multiple of 8, so every chunk ends on a byte)
 
 
@@ -121,9 +129,11 @@ def unpack_codes(packed: Tensor, shape: tuple[int, ...], dtype: torch.dtype, bit
     return torch.cat(chunks)[:count].to(dtype).view(shape)
 
 
-def _stored_bytes(module: nn.Module, name: str, tensor: Tensor) -> int:
-    if name == "codes" and isinstance(module, CompressedEmbedding):
+def _stored_bytes(module: CompressedEmbedding, name: str, tensor: Tensor) -> int:
+    if name == "codes":
         return packed_code_bytes(tensor.numel(), module.k)
+    if tensor.is_floating_point():  # stored narrowed to asg.storage_dtype, never widened
+        return tensor.numel() * min(module.storage_dtype.itemsize, tensor.element_size())
     return tensor.numel() * tensor.element_size()
 
 
@@ -146,7 +156,7 @@ def size_accounting(model: PreTrainedModel) -> dict[str, int]:
     `arithmetic_bytes` is what an export should weigh: every other parameter as stored plus the compressed tensors;
     `dense_bytes` is the same model with each compressed module back as its dense (V, d) matrix.
     """
-    compressed = [m for m in model.modules() if isinstance(m, CompressedEmbedding)]  # unique
+    compressed = compressed_modules(model)
     inside = {id(p) for m in compressed for p in m.parameters()}
     other = _tensor_bytes(p for p in model.parameters() if id(p) not in inside)
     stored = {t.data_ptr(): _stored_bytes(m, n, t) for m in compressed for n, t in m.state_dict().items()}
@@ -174,7 +184,7 @@ def save_compressed(
     out.mkdir(parents=True, exist_ok=True)
     # save_model stores a tensor shared under several names once and names the aliases in the metadata
     save_model(model, str(out / WEIGHTS), metadata={"format": "pt"})
-    _pack_code_tables(model, out / WEIGHTS)
+    _store_compressed(model, out / WEIGHTS)
     architecture = type(model).__name__
     # the base config as model.save_pretrained would write it, and the refusal for transformers' own loaders
     base_config = model.config.to_diff_dict() | {"architectures": [architecture], "transformers_weights": REFUSAL}
@@ -195,16 +205,24 @@ def save_compressed(
     return sizes
 
 
-def _pack_code_tables(model: nn.Module, path: Path) -> None:
-    """Rewrite the saved file with every compressed module's code table bit-packed (`pack_codes`)."""
-    modules = {f"{name}.codes": m for name, m in model.named_modules(remove_duplicate=False)}
+def _store_compressed(model: nn.Module, path: Path) -> None:
+    """Rewrite the saved file as an export stores compressed modules: code tables bit-packed (`pack_codes`), float
+    tensors in the module's storage dtype (the original dtype recorded, to which `read_weights` casts back)."""
+    owners = {
+        f"{name}.{tensor}": module
+        for name, module in model.named_modules(remove_duplicate=False)
+        if isinstance(module, CompressedEmbedding)
+        for tensor in module.state_dict()
+    }
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata() or {}
         tensors = {name: f.get_tensor(name) for name in f.keys()}
-    packed = {}
+    packed, narrowed = {}, {}
     for name, tensor in tensors.items():
-        module = modules.get(name)
-        if isinstance(module, CompressedEmbedding):
+        module = owners.get(name)
+        if module is None:
+            continue
+        if name.endswith(".codes"):
             bits = code_bits(module.k)
             packed[name] = {
                 "shape": list(tensor.shape),
@@ -212,16 +230,21 @@ def _pack_code_tables(model: nn.Module, path: Path) -> None:
                 "bits": bits,
             }
             tensors[name] = pack_codes(tensor, bits)
-    save_file(tensors, str(path), metadata=metadata | {PACKED: json.dumps(packed)})
+        elif tensor.is_floating_point() and module.storage_dtype.itemsize < tensor.element_size():
+            narrowed[name] = str(tensor.dtype).removeprefix("torch.")
+            tensors[name] = tensor.to(module.storage_dtype)
+    save_file(tensors, str(path), metadata=metadata | {PACKED: json.dumps(packed), NARROWED: json.dumps(narrowed)})
 
 
 def read_weights(path: str | Path) -> dict[str, Tensor]:
-    """An export's state dict, code tables unpacked to their integer dtype."""
+    """An export's state dict, code tables unpacked to their integer dtype, narrowed floats back in their own."""
     with safe_open(str(path), "pt") as f:
-        packed = json.loads((f.metadata() or {}).get(PACKED, "{}"))
+        metadata = f.metadata() or {}
     state = load_file(str(path))
-    for name, info in packed.items():
+    for name, info in json.loads(metadata.get(PACKED, "{}")).items():
         state[name] = unpack_codes(state[name], tuple(info["shape"]), getattr(torch, info["dtype"]), info["bits"])
+    for name, dtype in json.loads(metadata.get(NARROWED, "{}")).items():
+        state[name] = state[name].to(getattr(torch, dtype))
     return state
 
 

@@ -15,10 +15,11 @@ from transformers.utils import CONFIG_NAME, cached_file
 
 from asg.models import AUTO_CLASSES
 
-# 3: code tables bit-packed in asg.safetensors; 2: the same with codes in their integer dtype (still read);
-# 1: asg.json and model.safetensors (refused)
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+# 4: compressed float tensors stored in asg.storage_dtype (e.g. float16); 3: code tables bit-packed in
+# asg.safetensors; 2: the same with codes in their integer dtype (2 and 3 still read); 1: asg.json and
+# model.safetensors (refused)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 WEIGHTS = "asg.safetensors"  # not model.safetensors, which every transformers model class would read
 # the base config's `transformers_weights`: the error a model class of the base's type raises (see asg.export)
 REFUSAL = "an asg export: load it with asg.export.load_compressed, or with transformers' Auto classes after import asg"

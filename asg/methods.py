@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from asg.embedding import ASGEmbedding, CompressedEmbedding
@@ -37,8 +38,23 @@ def register(method: Method) -> Method:
 
 # bytes of one float32 parameter: the byte budget is a share of the float32 V x d matrix
 FLOAT32_BYTES = 4
+# asg.storage_dtype: the precision a compressed embedding's float tensors are exported in and counted at
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 # a byte budget is met when the stored bytes are within this fraction of it
 BYTES_TOLERANCE = 0.05
+
+
+def storage_dtype(cfg: Mapping[str, Any]) -> torch.dtype:
+    """asg.storage_dtype as a torch dtype (float32 when unset, as in configs written before it existed)."""
+    name = cfg.get("storage_dtype") or "float32"
+    if name not in STORAGE_DTYPES:
+        raise ValueError(f"asg.storage_dtype={name!r} is not supported; use one of {', '.join(STORAGE_DTYPES)}")
+    return getattr(torch, name)
+
+
+def float_bytes(cfg: Mapping[str, Any]) -> int:
+    """Bytes of one stored float of a compressed embedding under this config."""
+    return storage_dtype(cfg).itemsize
 
 
 def budget_bytes(cfg: Mapping[str, Any], vocab: int, hidden: int) -> float | None:
@@ -55,10 +71,12 @@ def budget_bytes(cfg: Mapping[str, Any], vocab: int, hidden: int) -> float | Non
     return pct / 100 * vocab * hidden * FLOAT32_BYTES
 
 
-def quantized_bytes(vocab: int, hidden: int, *, m: int, k: int, stages: int = 1) -> int:
-    """Exported bytes of `stages` PQ tables: float32 codebooks (stages x k x d floats) and V x stages x m codes
-    bit-packed at ceil(log2 k) bits each, as `asg.export` stores them (`bytes_kept_pct_packed`)."""
-    return stages * k * hidden * FLOAT32_BYTES + packed_code_bytes(vocab * stages * m, k)
+def quantized_bytes(
+    vocab: int, hidden: int, *, m: int, k: int, stages: int = 1, float_bytes: int = FLOAT32_BYTES
+) -> int:
+    """Exported bytes of `stages` PQ tables: codebooks (stages x k x d floats of `float_bytes` each) and
+    V x stages x m codes bit-packed at ceil(log2 k) bits each, as `asg.export` stores them (`bytes_kept_pct_packed`)."""
+    return stages * k * hidden * float_bytes + packed_code_bytes(vocab * stages * m, k)
 
 
 def nearest_setting(sizes: Callable[[int], int], allowed: float, low: int, high: int) -> int | None:
@@ -77,21 +95,26 @@ def nearest_setting(sizes: Callable[[int], int], allowed: float, low: int, high:
     return best if abs(sizes(best) - allowed) <= BYTES_TOLERANCE * allowed else None
 
 
-def bytes_k(allowed: float, vocab: int, hidden: int, *, m: int, stages: int = 1) -> int:
+def bytes_k(
+    allowed: float, vocab: int, hidden: int, *, m: int, stages: int = 1, float_bytes: int = FLOAT32_BYTES
+) -> int:
     """Centroids per sub-space (per stage) whose stored bytes come nearest `allowed` at this m and stages.
 
     Raises a ValueError naming the sub-space counts that can meet the budget when this m cannot: the code table
     alone (V x stages x m integers) may already be larger.
     """
 
+    def size(m: int, k: int) -> int:
+        return quantized_bytes(vocab, hidden, m=m, k=k, stages=stages, float_bytes=float_bytes)
+
     def solve(m: int) -> int | None:  # k >= 2: one centroid per sub-space would give every token the same vector
-        return nearest_setting(lambda k: quantized_bytes(vocab, hidden, m=m, k=k, stages=stages), allowed, 2, vocab)
+        return nearest_setting(lambda k: size(m, k), allowed, 2, vocab)
 
     k = solve(m)
     if k is None:
         fits = [f"{mm} (k={solve(mm)})" for mm in divisors(hidden) if solve(mm) is not None]
         dense = vocab * hidden * FLOAT32_BYTES
-        table_pct = 100 * quantized_bytes(vocab, hidden, m=m, k=2, stages=stages) / dense
+        table_pct = 100 * size(m, 2) / dense
         raise ValueError(
             f"asg.budget_bytes_pct={100 * allowed / dense:g} cannot be met within {BYTES_TOLERANCE:.0%} with "
             f"asg.m={m} (stages={stages}): its smallest code table is {table_pct:.3f}% of the float32 matrix; "
@@ -100,13 +123,25 @@ def bytes_k(allowed: float, vocab: int, hidden: int, *, m: int, stages: int = 1)
     return k
 
 
-def widest_m(budget_bytes_pct: float, vocab: int, hidden: int, *, stages: int = 1, min_k: int = 64) -> int:
+def widest_m(
+    budget_bytes_pct: float,
+    vocab: int,
+    hidden: int,
+    *,
+    stages: int = 1,
+    min_k: int = 64,
+    float_bytes: int = FLOAT32_BYTES,
+) -> int:
     """The most sub-spaces whose byte budget still leaves at least min_k centroids each: a sizing rule for
     comparisons at equal bytes (more sub-spaces cost code-table bytes, fewer centroids cost accuracy)."""
     allowed = budget_bytes_pct / 100 * vocab * hidden * FLOAT32_BYTES
+
+    def size(m: int, k: int) -> int:
+        return quantized_bytes(vocab, hidden, m=m, k=k, stages=stages, float_bytes=float_bytes)
+
     fits = []
     for m in divisors(hidden):
-        k = nearest_setting(lambda k, m=m: quantized_bytes(vocab, hidden, m=m, k=k, stages=stages), allowed, 2, vocab)
+        k = nearest_setting(lambda k, m=m: size(m, k), allowed, 2, vocab)
         if k is not None and k >= min_k:
             fits.append(m)
     if not fits:
@@ -119,7 +154,7 @@ def budget_k(cfg: Mapping[str, Any], vocab: int, hidden: int, *, m: int = 1, sta
     k / V of the parameters); or stages x the per-stage k whose bytes meet asg.budget_bytes_pct at this m."""
     allowed = budget_bytes(cfg, vocab, hidden)
     if allowed is not None:
-        return stages * bytes_k(allowed, vocab, hidden, m=m, stages=stages)
+        return stages * bytes_k(allowed, vocab, hidden, m=m, stages=stages, float_bytes=float_bytes(cfg))
     budget = cfg.get("budget_pct")
     if budget is None:
         return cfg["k"]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from asg.embedding import ASGEmbedding, CompressedEmbedding, quantized_stats
-from asg.methods import FLOAT32_BYTES, Method, budget_bytes, nearest_setting, pq_options, quantized_bytes, register
+from asg.methods import Method, budget_bytes, float_bytes, nearest_setting, pq_options, quantized_bytes, register
 from asg.quantize import check_shape, product_quantize, reconstruct
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class OPQEmbedding(ASGEmbedding):
 
     def stats(self) -> dict[str, Any]:
         stats = {"m": self.m, "k": self.k, **quantized_stats(self, self.codes, self.codebooks, self.k)}
-        extra_params, extra_bytes = self.rotation.numel(), self.rotation.numel() * self.rotation.element_size()
+        extra_params, extra_bytes = self.rotation.numel(), self.rotation.numel() * self.storage_dtype.itemsize
         stats["params_after"] += extra_params
         stats["params_kept_pct"] = 100 * stats["params_after"] / stats["params_before"]
         stats["rotation_bytes"] = extra_bytes
@@ -131,10 +131,10 @@ def _resolve_opq(cfg: Mapping[str, Any], vocab: int, hidden: int) -> dict[str, A
     m = cfg["m"]
     check_shape(vocab, hidden, m=m, k=1)
     rotation = hidden * hidden  # stored floats
-    allowed = budget_bytes(cfg, vocab, hidden)
+    allowed, width = budget_bytes(cfg, vocab, hidden), float_bytes(cfg)
     if allowed is not None:
         k = nearest_setting(
-            lambda k: quantized_bytes(vocab, hidden, m=m, k=k) + rotation * FLOAT32_BYTES, allowed, 2, vocab
+            lambda k: quantized_bytes(vocab, hidden, m=m, k=k, float_bytes=width) + rotation * width, allowed, 2, vocab
         )
         if k is None:
             raise ValueError(

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from asg.embedding import CompressedEmbedding
-from asg.methods import get_method
+from asg.methods import get_method, storage_dtype
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,14 @@ def fit_compression(
     dense = model.get_input_embeddings()
     if not isinstance(dense, nn.Embedding):
         raise TypeError(f"expected a dense nn.Embedding as input embedding, found {type(dense).__name__}")
-    method = get_method(settings["method"])
+    method, stored = get_method(settings["method"]), storage_dtype(settings)
     device = torch.device(device) if device is not None else dense.weight.device
 
     def build(weight: torch.Tensor, padding_idx: int | None) -> CompressedEmbedding:
         # CPU copies: a broadcast to other ranks pickles tensors with their device, and the fit device may be busy
-        return method.build(weight.detach().to(device), settings, padding_idx).cpu()
+        module = method.build(weight.detach().to(device), settings, padding_idx).cpu()
+        module.storage_dtype = stored
+        return module
 
     start = time.perf_counter()
     embedding = build(dense.weight, dense.padding_idx)
@@ -181,14 +183,23 @@ def compress_model(
     return stats | {"settings": {key: value for key, value in settings.items() if _plain(value)}}
 
 
+def compressed_modules(model: nn.Module) -> list[CompressedEmbedding]:
+    """The model's compressed embeddings, each once (a tied head shares the input's)."""
+    return [m for m in model.modules() if isinstance(m, CompressedEmbedding)]
+
+
 def compressed_specs(model: PreTrainedModel) -> dict[str, dict[str, Any]]:
     """Specs of the compressed input embedding and head, keyed `input` / `head` (empty for a dense model)."""
+
+    def spec(embedding: CompressedEmbedding) -> dict[str, Any]:
+        return embedding.spec() | {"storage_dtype": str(embedding.storage_dtype).removeprefix("torch.")}
+
     specs = {}
     if isinstance(model.get_input_embeddings(), CompressedEmbedding):
-        specs["input"] = model.get_input_embeddings().spec()
+        specs["input"] = spec(model.get_input_embeddings())
     head = model.get_output_embeddings()
     if isinstance(head, ASGOutputHead):
-        specs["head"] = {"tied": head.embedding is model.get_input_embeddings(), **head.embedding.spec()}
+        specs["head"] = {"tied": head.embedding is model.get_input_embeddings(), **spec(head.embedding)}
         specs["head"]["bias"] = head.bias is not None
     return specs
 

@@ -24,10 +24,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from asg.data.loaders import build_datamodule
 from asg.loggers import finish_wandb
-from asg.methods import get_method
+from asg.methods import get_method, storage_dtype
 from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, loader_settings, resolve_name_or_path
 from asg.results import code_version, environment, exported_bytes_pct, write_json_atomic
-from asg.surgery import resolve_fit_device
+from asg.surgery import compressed_modules, resolve_fit_device
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
     if asg_cfg.method == "none":
         return
     resolve_fit_device(asg_cfg.get("fit_device"))
+    storage_dtype(asg_cfg)
     get_method(asg_cfg.method).resolve(OmegaConf.to_container(asg_cfg, resolve=True), vocab, hidden)
 
 
@@ -231,6 +232,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         train_seconds = time.perf_counter() - fit_started
+        for embedding in compressed_modules(module.model):  # test what an export stores (asg.storage_dtype)
+            embedding.round_to_storage()
         trainer.test(module, datamodule=datamodule)
         failed = False
     finally:

@@ -67,6 +67,9 @@ IGNORED_KEYS = (
     *("asg.cache_dir", "model.name_or_path", "model.local_only"),  # where files are, whether the Hub may be asked
     *("model.label", "model.hint", "task.label"),  # display text
 )
+# config keys added after runs were made, with the value the older runs had: without one, such a run still
+# pools with newer runs at that value
+LATER_KEYS = {"asg.storage_dtype": "float32"}
 FAMILY = ["task", "model", "transfer", "metric"]  # rows that are compared with each other and share a base
 UNSET = "—"  # a config key a run does not have
 MISSING = {"md": "—", "tex": "---", "csv": ""}
@@ -121,7 +124,8 @@ def _comparable(cfg: Any, metrics: Mapping[str, Any], method: str) -> dict[str, 
     OmegaConf.update(cfg, "data.dir", data if data in (None, "hub") else "local copy")
     for key in filter(_ignored, _flatten(OmegaConf.to_container(cfg))):
         OmegaConf.update(cfg, key, None)
-    return {
+    later = {} if method == BASE_METHOD else LATER_KEYS
+    return later | {
         key: _value_text(value)
         for key, value in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()
         if not _ignored(key) and not (method == BASE_METHOD and key.startswith("asg."))

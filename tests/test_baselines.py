@@ -12,7 +12,7 @@ from transformers import AutoModelForMaskedLM, AutoModelForTokenClassification, 
 
 from asg.baselines import LowRankEmbedding, RQEmbedding, SGEmbedding
 from asg.embedding import ASGEmbedding
-from asg.methods import get_method
+from asg.methods import get_method, storage_dtype
 from asg.results import exported_bytes_pct
 from asg.surgery import ASGOutputHead, compress_model
 from asg.tasks.common import parameter_groups
@@ -33,6 +33,7 @@ def asg_cfg(method: str, **overrides) -> dict:
         "compress_head": False,
         "codebook_lr_scale": 10.0,
         "budget_pct": None,
+        "storage_dtype": "float32",
         "progress": False,
     } | overrides
 
@@ -41,7 +42,9 @@ def fit(weight: torch.Tensor, method: str, **overrides):
     """Resolve and build a method the way surgery does."""
     spec = get_method(method)
     settings = spec.resolve(asg_cfg(method, **overrides), *weight.shape)
-    return spec.build(weight, settings, None)
+    module = spec.build(weight, settings, None)
+    module.storage_dtype = storage_dtype(settings)
+    return module
 
 
 def rel(weight: torch.Tensor, approx: torch.Tensor) -> float:
@@ -247,6 +250,22 @@ def test_budget_bytes_pct_equals_the_fitted_modules_bytes():
     for method, m in [("pq", 4), ("sg", 1), ("rq", 2), ("lowrank", 1)]:
         stats = fit(weight, method, m=m, rank=None, budget_bytes_pct=20.0).stats()
         assert exported_bytes_pct(stats) == pytest.approx(20.0, rel=0.05), (method, stats)
+
+
+@pytest.mark.parametrize("storage", ["float16", "bfloat16"])
+def test_half_precision_storage_halves_the_floats_a_byte_budget_pays_for(storage):
+    weight = random_weight(3000, 48)
+    for method, m in [("pq", 4), ("sg", 1), ("rq", 2), ("lowrank", 1)]:
+        full = fit(weight, method, m=m, rank=None, budget_bytes_pct=20.0).stats()
+        half = fit(weight, method, m=m, rank=None, budget_bytes_pct=20.0, storage_dtype=storage).stats()
+        assert exported_bytes_pct(half) == pytest.approx(20.0, rel=0.05), (method, half)
+        if method == "lowrank":
+            assert 2 * full["rank"] <= half["rank"] <= 2 * full["rank"] + 1  # the nearest rank to the budget
+            assert half["bytes_after"] == half["params_after"] * 2
+        else:  # twice the centroids, less what their longer codes cost
+            assert full["k"] < half["k"] <= 2 * full["k"] and half["codebook_bytes"] == half["params_after"] * 2
+    with pytest.raises(ValueError, match="asg.storage_dtype='int8' is not supported"):
+        get_method("pq").resolve(asg_cfg("pq", m=4, budget_bytes_pct=20.0, storage_dtype="int8"), 3000, 48)
 
 
 def test_budget_bytes_pct_that_m_cannot_meet_names_the_m_that_can():

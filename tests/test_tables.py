@@ -201,6 +201,8 @@ def _edit_seed_2_run(runs: Path, key: str, value) -> None:
         ("trainer.log_every_n_steps", 1, None),
         ("data", "/elsewhere/data", None),  # another folder holding the same local copy
         ("hydra.run.dir", "elsewhere", None),
+        ("asg.storage_dtype", "float16", "asg.storage_dtype=float16"),
+        ("asg.storage_dtype", "float32", None),  # the fixtures predate the key: float32 is what they stored
     ],
 )
 def test_what_splits_a_cell_and_what_does_not(tmp_path, key, value, split_as):
@@ -216,4 +218,6 @@ def test_what_splits_a_cell_and_what_does_not(tmp_path, key, value, split_as):
     else:
         assert sorted(r["seeds"] for r in rows) == ["1", "2"]
         changed = next(r for r in rows if r["seeds"] == "2")
-        assert split_as in changed["setting"] and changed["base_mean"] == ""  # and no base of its own
+        assert split_as in changed["setting"]
+        # no base of its own, but for `asg` keys: the dense base matches everything except `asg`
+        assert changed["base_mean"] == ("50.00" if key.startswith("asg.") else "")

@@ -17,7 +17,7 @@ share the work. The report is written whole from the runs there are.
 Equal stored bytes: each compressed method then runs at every `BYTES_BUDGETS` share of the float32 embedding's
 bytes (`asg.budget_bytes_pct`, code table bit-packed as exported), with its dev-chosen lr, scale and epochs and the
 same test seeds; pq and rq at the most sub-spaces that leave 64 centroids or more (`asg.methods.widest_m`, a
-sizing rule, not a dev selection).
+sizing rule, not a dev selection); pq also with float16 codebooks (`HALF_STORAGE`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import argparse
 import itertools
 import json
 import statistics
+
+import torch
 
 from asg.methods import widest_m
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
@@ -47,6 +49,8 @@ LADDERS = {
 MAX_EXTENSIONS = 4
 BUDGET = ["asg.budget_pct=0.4"]
 BYTES_BUDGETS = (0.5, 1, 2, 5)  # % of the float32 embedding's bytes, every stored tensor counted
+# the methods that also run the byte budgets with half-precision codebooks (asg.storage_dtype), and their run-name tag
+HALF_STORAGE = {"pq": "f16"}
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
 # method -> (fixed overrides, grid axes): every compressed method searches lr x codebook lr scale (9 points); pq
 # and rq then 2 more sub-space counts (11); the dense model searches lr (3)
@@ -191,28 +195,37 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
                 tests[test_name] = run(
                     test_name, [*base, *overrides, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
                 )
-        at_bytes: dict[str, dict[str, dict | None]] = {}  # budget -> its seeds' runs ({} where none fits)
-        for budget in BYTES_BUDGETS if chosen is not None and method != "none" else ():
-            at_bytes[f"{budget:g}"] = {}
-            if (moved := bytes_overrides(method, overrides, budget, spec["shape"])) is None:
-                continue
-            for seed in TEST_SEEDS:
-                test_name = f"{method}_bytes{budget:g}_ep{epochs}_seed{seed}"
-                at_bytes[f"{budget:g}"][test_name] = run(
-                    test_name, [*base, *moved, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
-                )
+        # storage dtype -> budget -> its seeds' runs ({} where none fits)
+        at_bytes: dict[str, dict[str, dict[str, dict | None]]] = {}
+        storages = {"float32": "", **({"float16": f"_{HALF_STORAGE[method]}"} if method in HALF_STORAGE else {})}
+        for storage, tag in storages.items() if chosen is not None and method != "none" else ():
+            at_bytes[storage] = {}
+            for budget in BYTES_BUDGETS:
+                at_bytes[storage][f"{budget:g}"] = {}
+                if (moved := bytes_overrides(method, overrides, budget, spec["shape"], storage)) is None:
+                    continue
+                for seed in TEST_SEEDS:
+                    test_name = f"{method}{tag}_bytes{budget:g}_ep{epochs}_seed{seed}"
+                    at_bytes[storage][f"{budget:g}"][test_name] = run(
+                        test_name, [*base, *moved, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
+                    )
         study[method] = {"grid": runs, "overrides": dict(points), "chosen": chosen, "tests": tests, "bytes": at_bytes}
     return study
 
 
-def bytes_overrides(method: str, overrides: list[str], budget: float, shape: tuple[int, int]) -> list[str] | None:
-    """A dev-chosen point's overrides moved from 0.4% of the parameters to `budget` % of the bytes; None where pq or
-    rq cannot meet it with 64 centroids or more."""
+def bytes_overrides(
+    method: str, overrides: list[str], budget: float, shape: tuple[int, int], storage: str = "float32"
+) -> list[str] | None:
+    """A dev-chosen point's overrides moved from 0.4% of the parameters to `budget` % of the bytes, its floats
+    stored in `storage`; None where pq or rq cannot meet it with 64 centroids or more."""
     moved = [o for o in overrides if o not in BUDGET and not o.startswith("asg.m=")]
     moved += ["asg.budget_pct=null", f"asg.budget_bytes_pct={budget}"]
+    if storage != "float32":  # the float32 runs leave the default, as the grid's runs do
+        moved.append(f"asg.storage_dtype={storage}")
     if "asg.m" in GRIDS[method][1]:
+        stages, width = _value("asg.stages", overrides) or 1, getattr(torch, storage).itemsize
         try:
-            moved.append(f"asg.m={widest_m(budget, *shape, stages=_value('asg.stages', overrides) or 1)}")
+            moved.append(f"asg.m={widest_m(budget, *shape, stages=stages, float_bytes=width)}")
         except ValueError:
             return None
     return moved
@@ -247,7 +260,8 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
         "Each compressed method at `asg.budget_bytes_pct` (a share of the float32 V x d bytes; code table bit-packed",
         "as exported, every stored tensor counted) with the lr, codebook lr scale and epochs it chose on dev above",
         "(chosen at 0.4% of the parameters, not again at each budget); pq and rq at the most sub-spaces that leave",
-        f"64 centroids or more. Seeds {', '.join(map(str, TEST_SEEDS))}.",
+        f"64 centroids or more. Seeds {', '.join(map(str, TEST_SEEDS))}. {', '.join(HALF_STORAGE)} also runs with",
+        "float16 codebooks (`asg.storage_dtype=float16`: counted at 2 bytes, rounded before the test).",
         "",
         "| bytes budget % | method | size | bytes kept % | params kept % | fit rel. error | test mean ± std | seeds "
         "| rel. % of dense mean |",
@@ -257,25 +271,25 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
     for budget in (f"{b:g}" for b in BYTES_BUDGETS):
         cells = []
         for method, entry in study.items():
-            if budget not in entry.get("bytes", {}):
-                continue
-            done = [r for r in entry["bytes"][budget].values() if r]
-            if not entry["bytes"][budget]:
-                lines.append(f"| {budget} | {method} | no m leaves 64 centroids | | | | | | |")
-                continue
-            if not done:
-                lines.append(f"| {budget} | {method} | not run yet | | | | | | |")
-                continue
-            scores = [r["scores"][test] for r in done]
-            c = done[0]["compression"]
-            error = statistics.mean(r["compression"]["rel_error"] for r in done)
-            rel = f"{100 * statistics.mean(scores) / dense:.1f}" if dense else "—"
-            lines.append(
-                f"| {budget} | {method} | {_size(c)} | {exported_bytes_pct(c):.3f} | {c['params_kept_pct']:.3f} | "
-                f"{error:.3f} | {mean_std(scores)} | {len(scores)} | {rel} |"
-            )
-            if len(scores) == len(TEST_SEEDS):
-                cells.append((statistics.mean(scores), method, mean_std(scores)))
+            for storage, at_budget in entry.get("bytes", {}).items():
+                label = method if storage == "float32" else f"{method}, {storage} codebooks"
+                done = [r for r in at_budget[budget].values() if r]
+                if not at_budget[budget]:
+                    lines.append(f"| {budget} | {label} | no m leaves 64 centroids | | | | | | |")
+                    continue
+                if not done:
+                    lines.append(f"| {budget} | {label} | not run yet | | | | | | |")
+                    continue
+                scores = [r["scores"][test] for r in done]
+                c = done[0]["compression"]
+                error = statistics.mean(r["compression"]["rel_error"] for r in done)
+                rel = f"{100 * statistics.mean(scores) / dense:.1f}" if dense else "—"
+                lines.append(
+                    f"| {budget} | {label} | {_size(c)} | {exported_bytes_pct(c):.3f} | {c['params_kept_pct']:.3f} | "
+                    f"{error:.3f} | {mean_std(scores)} | {len(scores)} | {rel} |"
+                )
+                if len(scores) == len(TEST_SEEDS):
+                    cells.append((statistics.mean(scores), label, mean_std(scores)))
         if cells:
             cells.sort(reverse=True)
             runner_up = f" (next: {cells[1][1]}, {cells[1][2]})" if len(cells) > 1 else ""

@@ -65,7 +65,7 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
                 {"pq_m32_lr0.0002_cb10": [50.0, 52.0], "pq_m16_lr0.0002_cb10": [60.0, 58.0]}.get(name, [40.0, 45.0])
             )
         seed = int(name.rsplit("seed", 1)[1])
-        return _metrics([0.0], test=40.0 + seed if name.startswith("pq") else 50.0)
+        return _metrics([0.0], test=40.0 + seed + ("_f16" in name) if name.startswith("pq") else 50.0)
 
     monkeypatch.setattr(study, "run_config", fake_run)
     # the methods not started read finished runs from the results folder: an empty one here, not the repository's
@@ -91,16 +91,21 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
     # dense's lr 1e-4 was its grid's lowest, so 5e-5 was tried too; pq's choice lies inside what it tried
     assert "none_lr5e-05" in started and "Chosen on an edge" not in text
 
-    # then pq at every byte budget, with its dev-chosen lr, scale and epochs, and m sized for the budget
+    # then pq at every byte budget, with its dev-chosen lr, scale and epochs, and m sized for the budget; and again
+    # with float16 codebooks, whose halved cost the sizing counts
     for budget in study.BYTES_BUDGETS:
-        overrides = started[f"pq_bytes{budget:g}_ep1_seed3"]
-        assert f"asg.budget_bytes_pct={budget}" in overrides and "asg.budget_pct=null" in overrides
-        assert "asg.budget_pct=0.4" not in overrides and "model.lr=0.0002" in overrides and "seed=3" in overrides
-        assert "asg.codebook_lr_scale=10" in overrides and "trainer.max_epochs=1" in overrides
-        assert [o for o in overrides if o.startswith("asg.m=")] == [f"asg.m={study.widest_m(budget, 30522, 384)}"]
+        for tag, width in (("", 4), ("_f16", 2)):
+            overrides = started[f"pq{tag}_bytes{budget:g}_ep1_seed3"]
+            assert f"asg.budget_bytes_pct={budget}" in overrides and "asg.budget_pct=null" in overrides
+            assert "asg.budget_pct=0.4" not in overrides and "model.lr=0.0002" in overrides and "seed=3" in overrides
+            assert "asg.codebook_lr_scale=10" in overrides and "trainer.max_epochs=1" in overrides
+            m = study.widest_m(budget, 30522, 384, float_bytes=width)
+            assert [o for o in overrides if o.startswith("asg.m=")] == [f"asg.m={m}"]
+            assert ("asg.storage_dtype=float16" in overrides) == (tag == "_f16")
     assert not any(name.startswith("none_bytes") for name in started)  # dense has no budget
     assert "| 0.5 | pq | m=8, k=64 | 2.500 | 0.400 | 0.700 | 42.00 ± 1.00 | 3 | 84.0 |" in text
-    assert "- 5% of the bytes: **pq**, 42.00 ± 1.00" in text
+    assert "| 0.5 | pq, float16 codebooks | m=8, k=64 | 2.500 | 0.400 | 0.700 | 43.00 ± 1.00 | 3 | 86.0 |" in text
+    assert "- 5% of the bytes: **pq, float16 codebooks**, 43.00 ± 1.00 (next: pq, 42.00 ± 1.00)" in text
 
 
 def test_a_choice_on_an_edge_tries_the_next_ladder_step_beyond_it():
@@ -131,5 +136,7 @@ def test_bytes_overrides_move_a_choice_to_a_byte_budget_or_say_none_fits():
     _, rq = study.grid("rq")[0]
     assert f"asg.m={study.widest_m(1, 30522, 384, stages=2)}" in study.bytes_overrides("rq", rq, 1, (30522, 384))
     assert study.bytes_overrides("pq", pq, 0.01, (30522, 384)) is None  # 64 centroids alone exceed 0.01%
+    half = study.bytes_overrides("pq", pq, 1, (30522, 384), "float16")
+    assert "asg.storage_dtype=float16" in half and f"asg.m={study.widest_m(1, 30522, 384, float_bytes=2)}" in half
     _, sg = study.grid("sg")[0]
     assert not any(o.startswith("asg.m=") for o in study.bytes_overrides("sg", sg, 0.01, (30522, 384)))

@@ -338,8 +338,11 @@ class RQEmbedding(CompressedEmbedding):
             "k": self.stages * self.k,  # centroids per sub-space over all stages: parameters = k * d, as for pq
             "k_per_stage": self.k,
             "stages": self.stages,
-            **quantized_stats(self, self.codes, self.codebooks, self.k),
+            **quantized_stats(self, self.codebooks.numel()),
         }
+
+    def code_tables(self) -> dict[str, int]:
+        return {"codes": self.k}
 
     def spec(self) -> dict[str, Any]:
         stages, m, k, s = self.codebooks.shape

@@ -26,6 +26,10 @@ class CompressedEmbedding(nn.Module):
     # asg.storage_dtype: the precision its float tensors are exported in and counted at; training keeps float32
     storage_dtype: torch.dtype = torch.float32
 
+    def code_tables(self) -> dict[str, int]:
+        """The integer code tables an export bit-packs: state-dict name -> the centroids k its codes index."""
+        return {}
+
     def round_to_storage(self) -> None:
         """Round every float tensor to `storage_dtype` in place, so that what is scored is what an export stores."""
         with torch.no_grad():
@@ -64,19 +68,21 @@ class CompressedEmbedding(nn.Module):
         return text
 
 
-def quantized_stats(module: CompressedEmbedding, codes: Tensor, codebooks: Tensor, k: int) -> dict[str, Any]:
-    """Accounting of a code table (any shape) plus float codebooks against the dense (V, d) matrix they replace.
+def quantized_stats(module: CompressedEmbedding, codebook_params: int) -> dict[str, Any]:
+    """Accounting of a module's code tables plus its float codebooks against the dense (V, d) matrix they replace.
 
-    `module` supplies V, d, the replaced matrix's dtype, the codebooks' storage dtype and the fit's rel_error;
-    `k` sizes one code.
+    `module` supplies V, d, its code tables (`code_tables`), the replaced matrix's dtype, the codebooks' storage
+    dtype and the fit's rel_error.
     """
     vocab, dim = module.num_embeddings, module.embedding_dim
     params_before = vocab * dim
-    params_after = codebooks.numel()
+    params_after = codebook_params
     bytes_before = params_before * module.source_dtype.itemsize
     codebook_bytes = params_after * module.storage_dtype.itemsize
-    code_bytes = codes.numel() * codes.element_size()
-    code_bytes_packed = packed_code_bytes(codes.numel(), k)  # the table as exported
+    state = module.state_dict()
+    tables = [(state[name], k) for name, k in module.code_tables().items()]
+    code_bytes = sum(codes.numel() * codes.element_size() for codes, _ in tables)
+    code_bytes_packed = sum(packed_code_bytes(codes.numel(), k) for codes, k in tables)  # as exported
     bytes_after = codebook_bytes + code_bytes
     return {
         "vocab_size": vocab,
@@ -92,7 +98,7 @@ def quantized_stats(module: CompressedEmbedding, codes: Tensor, codebooks: Tenso
         "bytes_kept_pct": 100 * bytes_after / bytes_before,
         "bytes_kept_pct_packed": 100 * (codebook_bytes + code_bytes_packed) / bytes_before,
         "rel_error": module.rel_error,
-        "code_dtype": str(codes.dtype),
+        "code_dtype": ", ".join(sorted({str(codes.dtype) for codes, _ in tables})),
     }
 
 
@@ -232,7 +238,10 @@ class ASGEmbedding(CompressedEmbedding):
 
     def stats(self) -> dict[str, Any]:
         """Parameter and byte accounting against the dense matrix this module replaced."""
-        return {"m": self.m, "k": self.k, **quantized_stats(self, self.codes, self.codebooks, self.k)}
+        return {"m": self.m, "k": self.k, **quantized_stats(self, self.codebooks.numel())}
+
+    def code_tables(self) -> dict[str, int]:
+        return {"codes": self.k}
 
     def spec(self) -> dict[str, Any]:
         m, k, s = self.codebooks.shape

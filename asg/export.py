@@ -54,6 +54,7 @@ def embedding_classes() -> dict[str, type[CompressedEmbedding]]:
     """Every CompressedEmbedding subclass keyed by its `method`: a new method plugs in by subclassing."""
     import asg.baselines  # noqa: F401  (defines the baselines' classes)
     import asg.opq  # noqa: F401
+    import asg.tiered  # noqa: F401
 
     found: dict[str, type[CompressedEmbedding]] = {}
     pending = [CompressedEmbedding]
@@ -130,8 +131,8 @@ def unpack_codes(packed: Tensor, shape: tuple[int, ...], dtype: torch.dtype, bit
 
 
 def _stored_bytes(module: CompressedEmbedding, name: str, tensor: Tensor) -> int:
-    if name == "codes":
-        return packed_code_bytes(tensor.numel(), module.k)
+    if name in module.code_tables():
+        return packed_code_bytes(tensor.numel(), module.code_tables()[name])
     if tensor.is_floating_point():  # stored narrowed to asg.storage_dtype, never widened
         return tensor.numel() * min(module.storage_dtype.itemsize, tensor.element_size())
     return tensor.numel() * tensor.element_size()
@@ -156,7 +157,7 @@ def size_accounting(model: PreTrainedModel) -> dict[str, int]:
     `arithmetic_bytes` is what an export should weigh: every other parameter as stored plus the compressed tensors;
     `dense_bytes` is the same model with each compressed module back as its dense (V, d) matrix.
     """
-    compressed = compressed_modules(model)
+    compressed = list({id(m): m for m in compressed_modules(model).values()}.values())  # each once
     inside = {id(p) for m in compressed for p in m.parameters()}
     other = _tensor_bytes(p for p in model.parameters() if id(p) not in inside)
     stored = {t.data_ptr(): _stored_bytes(m, n, t) for m in compressed for n, t in m.state_dict().items()}
@@ -208,10 +209,9 @@ def save_compressed(
 def _store_compressed(model: nn.Module, path: Path) -> None:
     """Rewrite the saved file as an export stores compressed modules: code tables bit-packed (`pack_codes`), float
     tensors in the module's storage dtype (the original dtype recorded, to which `read_weights` casts back)."""
-    owners = {
-        f"{name}.{tensor}": module
-        for name, module in model.named_modules(remove_duplicate=False)
-        if isinstance(module, CompressedEmbedding)
+    owners = {  # saved name -> (module, its state-dict name)
+        f"{name}.{tensor}": (module, tensor)
+        for name, module in compressed_modules(model).items()
         for tensor in module.state_dict()
     }
     with safe_open(str(path), "pt") as f:
@@ -219,11 +219,11 @@ def _store_compressed(model: nn.Module, path: Path) -> None:
         tensors = {name: f.get_tensor(name) for name in f.keys()}
     packed, narrowed = {}, {}
     for name, tensor in tensors.items():
-        module = owners.get(name)
-        if module is None:
+        if name not in owners:
             continue
-        if name.endswith(".codes"):
-            bits = code_bits(module.k)
+        module, own_name = owners[name]
+        if own_name in module.code_tables():
+            bits = code_bits(module.code_tables()[own_name])
             packed[name] = {
                 "shape": list(tensor.shape),
                 "dtype": str(tensor.dtype).removeprefix("torch."),

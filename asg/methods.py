@@ -205,3 +205,4 @@ def _load_baselines() -> None:
     # the other methods register themselves on import; imported lazily to keep this module free of cycles
     import asg.baselines  # noqa: F401
     import asg.opq  # noqa: F401
+    import asg.tiered  # noqa: F401

@@ -183,9 +183,12 @@ def compress_model(
     return stats | {"settings": {key: value for key, value in settings.items() if _plain(value)}}
 
 
-def compressed_modules(model: nn.Module) -> list[CompressedEmbedding]:
-    """The model's compressed embeddings, each once (a tied head shares the input's)."""
-    return [m for m in model.modules() if isinstance(m, CompressedEmbedding)]
+def compressed_modules(model: nn.Module) -> dict[str, CompressedEmbedding]:
+    """The model's outermost compressed embeddings by every name they have (a tied head's is the input's; a tier
+    of `asg.method=tiered` is part of its embedding, not one of its own)."""
+    found = {n: m for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, CompressedEmbedding)}
+    inner = {id(c) for m in found.values() for c in m.modules() if c is not m}
+    return {name: m for name, m in found.items() if id(m) not in inner}
 
 
 def compressed_specs(model: PreTrainedModel) -> dict[str, dict[str, Any]]:

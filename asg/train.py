@@ -232,7 +232,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         fit_started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         train_seconds = time.perf_counter() - fit_started
-        for embedding in compressed_modules(module.model):  # test what an export stores (asg.storage_dtype)
+        for embedding in compressed_modules(module.model).values():  # test what an export stores (storage_dtype)
             embedding.round_to_storage()
         trainer.test(module, datamodule=datamodule)
         failed = False

@@ -34,6 +34,8 @@ def asg_cfg(method: str, **overrides) -> dict:
         "codebook_lr_scale": 10.0,
         "budget_pct": None,
         "storage_dtype": "float32",
+        "tier_fractions": [0.08, 0.4],  # conf/asg/tiered.yaml's
+        "tier_m": [32, 16, 4],
         "progress": False,
     } | overrides
 
@@ -405,7 +407,7 @@ def test_lossy_method_trains_its_tensors_at_the_codebook_lr(tiny_dirs, method, t
     assert fast == {id(p) for p in embedding.parameters()}
 
 
-@pytest.mark.parametrize("method", [*METHODS, "opq"])
+@pytest.mark.parametrize("method", [*METHODS, "opq", "tiered"])
 def test_fast_dev_run_per_method(tmp_path, tiny_dirs, shared_data, method):
     metrics = tiny_run(tmp_path, tiny_dirs, shared_data, "mbert", f"asg={method}")
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
@@ -416,6 +418,11 @@ def test_fast_dev_run_per_method(tmp_path, tiny_dirs, shared_data, method):
         assert c["rank"] == 1 and c["params_after"] == c["vocab_size"] + 32
     elif method == "opq":  # and its 32 x 32 rotation
         assert c["params_after"] == 32 * c["hidden_size"] + 32 * 32 and c["rotation_bytes"] == 32 * 32 * 4
+    elif method == "tiered":  # k=32 centroids in each of the three tiers
+        assert c["params_after"] == 3 * 32 * c["hidden_size"] and sum(c["tier_rows"]) == c["vocab_size"]
+        assert c["tier_m"] == [32, 16, 4] and c["code_bytes_packed"] == sum(
+            math.ceil(r * m * 5 / 8) for r, m in zip(c["tier_rows"], c["tier_m"], strict=True)
+        )
     else:
         assert c["params_after"] == 32 * c["hidden_size"]  # tiny_run's asg.k=32, split over rq's stages
         assert math.isclose(c["params_kept_pct"], 100 * 32 / c["vocab_size"])

@@ -127,7 +127,7 @@ def test_save_pretrained_of_a_compressed_model_refuses_and_names_the_export(tmp_
 
 
 @pytest.mark.parametrize("storage", ["float32", "float16"])
-@pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq", "opq"])
+@pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq", "opq", "tiered"])
 def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, storage, no_unpickling):
     overrides = (f"asg={method}", "asg.k=16", "asg.m=4", "asg.iters=2", f"asg.storage_dtype={storage}")
     asg_cfg = OmegaConf.to_container(make_cfg(tmp_path, *overrides).asg)

@@ -12,11 +12,12 @@ from asg.baselines import LowRankEmbedding, RQEmbedding, SGEmbedding
 from asg.embedding import ASGEmbedding, CompressedEmbedding
 from asg.opq import OPQEmbedding
 from asg.surgery import ASGOutputHead, compress_model
+from asg.tiered import TieredEmbedding
 from tests.test_baselines import asg_cfg
 from tests.test_surgery import ids_for, untie_head
 
 VOCAB, DIM = 301, 16
-METHODS = ("pq", "sg", "rq", "lowrank", "opq")
+METHODS = ("pq", "sg", "rq", "lowrank", "opq", "tiered")
 
 
 def random_embedding(method: str, seed: int = 0) -> CompressedEmbedding:
@@ -33,6 +34,13 @@ def random_embedding(method: str, seed: int = 0) -> CompressedEmbedding:
         rotation = torch.linalg.qr(torch.randn(DIM, DIM, generator=g, dtype=torch.float64))[0].float()
         codes, codebooks = torch.randint(0, 6, (VOCAB, 4), generator=g), torch.randn(4, 7, DIM // 4, generator=g)
         return OPQEmbedding(codes, codebooks, rotation)
+    if method == "tiered":  # id ranges of 100, 101 and 100 tokens at 4, 2 and 1 sub-spaces
+        return TieredEmbedding(
+            [
+                ASGEmbedding(torch.randint(0, 6, (rows, m), generator=g), torch.randn(m, 7, DIM // m, generator=g))
+                for rows, m in ((100, 4), (101, 2), (100, 1))
+            ]
+        )
     return LowRankEmbedding(torch.randn(VOCAB, 3, generator=g), torch.randn(3, DIM, generator=g))
 
 

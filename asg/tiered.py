@@ -1,0 +1,194 @@
+"""Frequency-tiered ASG (`asg.method=tiered`): frequent tokens get more sub-spaces than rare ones.
+
+Near 1% of an embedding's bytes the code table (V x m codes) decides what fits, and plain ASG gives every token the
+same m codes, although a few tens of thousands of a 250k vocabulary's tokens make up most text. The sentencepiece
+vocabularies of XLM-R, mT5 and multilingual-e5 list tokens by unigram probability (e5-small: the first 100k ids are
+the 100k most probable but 1), and BERT's WordPiece roughly so, so contiguous id ranges are frequency tiers. Tier t
+holds ids [start_t, end_t) and is its own ASG: codes (V_t, m_t) and trainable codebooks (m_t, k, d / m_t), more
+sub-spaces for the earlier tiers. A token's tier follows from its id, so no tier map is stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from asg.embedding import ASGEmbedding, CompressedEmbedding, quantized_stats
+from asg.methods import (
+    BYTES_TOLERANCE,
+    FLOAT32_BYTES,
+    Method,
+    budget_bytes,
+    float_bytes,
+    nearest_setting,
+    pq_options,
+    quantized_bytes,
+    register,
+)
+from asg.quantize import check_shape
+
+
+class TieredEmbedding(CompressedEmbedding):
+    """Consecutive id ranges, each an `ASGEmbedding` with its own number of sub-spaces."""
+
+    method = "tiered"
+
+    def __init__(
+        self,
+        tiers: list[ASGEmbedding],
+        *,
+        padding_idx: int | None = None,  # recorded like nn.Embedding's, not frozen
+        rel_error: float | None = None,  # over the whole matrix at fit time
+        source_dtype: torch.dtype = torch.float32,  # dtype of the replaced matrix, for byte counts
+    ) -> None:
+        super().__init__()
+        if not tiers or len({t.embedding_dim for t in tiers}) != 1:
+            raise ValueError("expected one or more tiers of the same embedding dim")
+        self.tiers = nn.ModuleList(tiers)
+        self.num_embeddings = sum(t.num_embeddings for t in tiers)
+        self.embedding_dim = tiers[0].embedding_dim
+        self.k = max(t.k for t in tiers)
+        self.padding_idx = padding_idx
+        self.rel_error = rel_error
+        self.source_dtype = source_dtype
+        ends = torch.tensor([t.num_embeddings for t in tiers]).cumsum(0)
+        self.register_buffer("ends", ends, persistent=False)  # follows from the tiers' sizes: not stored
+
+    @classmethod
+    def from_embedding(
+        cls,
+        embedding: nn.Embedding | Tensor,
+        *,
+        rows: list[int],  # ids per tier, in id order; they sum to V
+        m: list[int],  # sub-spaces per tier; each divides the hidden size
+        k: int,  # centroids per sub-space, every tier
+        **pq_kwargs: Any,  # passed on to product_quantize for every tier
+    ) -> TieredEmbedding:
+        """Product-quantize each id range of an nn.Embedding (or a (V, d) weight) at its own number of sub-spaces."""
+        weight = embedding.weight if isinstance(embedding, nn.Embedding) else embedding
+        padding_idx = embedding.padding_idx if isinstance(embedding, nn.Embedding) else None
+        e = weight.detach().float()
+        tiers = [
+            ASGEmbedding.from_embedding(part, m=tier_m, k=k, **pq_kwargs)
+            for part, tier_m in zip(e.split(rows), m, strict=True)
+        ]
+        # each tier's error is relative to its own rows: weight it back by their norm
+        error = sum((t.rel_error * part.norm().item()) ** 2 for t, part in zip(tiers, e.split(rows), strict=True))
+        rel_error = math.sqrt(error) / e.norm().item()
+        return cls(tiers, padding_idx=padding_idx, rel_error=rel_error, source_dtype=weight.dtype)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """Look up ids (...) -> vectors (..., d): each id through its tier's codebooks."""
+        flat = input_ids.reshape(-1).long()
+        tier_of = torch.bucketize(flat, self.ends[:-1], right=True)  # ends[t-1] <= id < ends[t]
+        out = None
+        for t, tier in enumerate(self.tiers):
+            where = (tier_of == t).nonzero().squeeze(1)
+            start = self.ends[t - 1] if t else 0
+            vectors = tier(flat.index_select(0, where) - start)
+            out = vectors.new_zeros(flat.numel(), self.embedding_dim) if out is None else out
+            out = out.index_copy(0, where, vectors)  # out of place: gradients reach every tier
+        return out.view(*input_ids.shape, self.embedding_dim)
+
+    def dense_weight(self) -> Tensor:
+        return torch.cat([t.dense_weight() for t in self.tiers])
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(..., d) -> (..., V): each tier's scores for its ids, side by side in id order."""
+        return torch.cat([t.logits(hidden) for t in self.tiers], dim=-1)
+
+    def code_tables(self) -> dict[str, int]:
+        return {f"tiers.{i}.codes": t.k for i, t in enumerate(self.tiers)}
+
+    def stats(self) -> dict[str, Any]:
+        """ASG's accounting over all tiers; `tier_rows` and `tier_m` give their sizes."""
+        sizes = {"k": self.k, "tier_rows": [t.num_embeddings for t in self.tiers], "tier_m": [t.m for t in self.tiers]}
+        return sizes | quantized_stats(self, sum(t.codebooks.numel() for t in self.tiers))
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "tiers": [t.spec() for t in self.tiers],
+            "padding_idx": self.padding_idx,
+            "rel_error": self.rel_error,
+            "source_dtype": str(self.source_dtype).removeprefix("torch."),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> TieredEmbedding:
+        return cls(
+            [ASGEmbedding.from_spec(t) for t in spec["tiers"]],
+            padding_idx=spec["padding_idx"],
+            rel_error=spec["rel_error"],
+            source_dtype=getattr(torch, spec["source_dtype"]),
+        )
+
+    def _repr_settings(self) -> str:
+        return ", ".join(f"{t.num_embeddings} ids: m={t.m}" for t in self.tiers) + f", k={self.k}"
+
+
+def tier_rows(cfg: Mapping[str, Any], vocab: int) -> list[int]:
+    """Ids per tier from asg.tier_fractions (where each tier but the last ends, as fractions of V)."""
+    fractions, m = list(cfg["tier_fractions"]), list(cfg["tier_m"])
+    if len(m) != len(fractions) + 1:
+        raise ValueError(
+            f"asg.tier_m={m} needs one entry more than asg.tier_fractions={fractions}: a sub-space count per tier"
+        )
+    steps = [0.0, *fractions, 1.0]
+    if not all(a < b for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError(f"asg.tier_fractions={fractions} must increase strictly within (0, 1)")
+    ends = [round(f * vocab) for f in fractions] + [vocab]
+    rows = [b - a for a, b in zip([0, *ends], ends, strict=False)]
+    if min(rows) < 1:
+        raise ValueError(f"asg.tier_fractions={fractions} leave a tier without ids at V={vocab}; spread them")
+    return rows
+
+
+def tiered_bytes(vocab: int, hidden: int, *, rows: list[int], m: list[int], k: int, float_bytes: int) -> int:
+    """Exported bytes: every tier's codebooks and bit-packed code table."""
+    return sum(quantized_bytes(r, hidden, m=n, k=k, float_bytes=float_bytes) for r, n in zip(rows, m, strict=True))
+
+
+def _resolve_tiered(cfg: Mapping[str, Any], vocab: int, hidden: int) -> dict[str, Any]:
+    rows, m = tier_rows(cfg, vocab), list(cfg["tier_m"])
+    for tier_m in m:
+        check_shape(vocab, hidden, m=tier_m, k=1)
+    allowed = budget_bytes(cfg, vocab, hidden)
+    if allowed is not None:
+        width = float_bytes(cfg)
+        k = nearest_setting(
+            lambda k: tiered_bytes(vocab, hidden, rows=rows, m=m, k=k, float_bytes=width), allowed, 2, min(rows)
+        )
+        if k is None:
+            dense = vocab * hidden * FLOAT32_BYTES
+            smallest = 100 * tiered_bytes(vocab, hidden, rows=rows, m=m, k=2, float_bytes=width) / dense
+            raise ValueError(
+                f"asg.budget_bytes_pct={cfg['budget_bytes_pct']} cannot be met within {BYTES_TOLERANCE:.0%} by "
+                f"tiered with asg.tier_m={m}: its smallest code tables are {smallest:.3f}% of the float32 matrix; "
+                "lower asg.tier_m or raise the budget"
+            )
+    elif cfg.get("budget_pct") is not None:  # the tiers' codebooks together keep budget_pct of the parameters
+        budget = cfg["budget_pct"]
+        if not 0 < budget <= 100:
+            raise ValueError(f"asg.budget_pct={budget} must be a percentage in (0, 100]")
+        k = max(1, round(budget / 100 * vocab / len(rows)))
+    else:
+        k = cfg["k"]
+    if k > min(rows):
+        raise ValueError(f"k={k} centroids exceed the smallest tier's {min(rows)} ids; lower asg.k or widen the tier")
+    return dict(cfg) | {"k": k, "tier_rows": rows, "tier_m": m}
+
+
+def _build_tiered(weight: Tensor, settings: Mapping[str, Any], padding_idx: int | None) -> CompressedEmbedding:
+    module = TieredEmbedding.from_embedding(
+        weight, rows=settings["tier_rows"], m=settings["tier_m"], k=settings["k"], **pq_options(settings)
+    )
+    module.padding_idx = padding_idx
+    return module
+
+
+register(Method("tiered", _resolve_tiered, _build_tiered))

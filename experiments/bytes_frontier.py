@@ -1,0 +1,138 @@
+"""Methods at one share of the embedding's bytes, at their default settings, over seeds: per-language scores.
+
+    python -m experiments.bytes_frontier --setting wikiann_e5 --data-dir ../shared/data --e5-dir .cache/e5-small
+    python -m experiments.bytes_frontier --setting wikiann_e5 --report-only
+
+The dense model and each compressed method (`METHODS`: plain ASG at the most sub-spaces that leave 64 centroids,
+`asg.methods.widest_m`, and frequency-tiered ASG at conf/asg/tiered.yaml's tiers) at `asg.budget_bytes_pct`
+(code tables bit-packed, every stored tensor counted), float16 codebooks for both, trained one epoch with the
+configs' default lr and codebook lr scale: nothing here is chosen on dev, and test scores choose nothing. Seeds 1-3
+drive the k-means fit and the fine-tune. The setting (model, task, data) is `experiments.dev_selection`'s. Every run
+is its own `run.py` process under experiments/results/bytes_frontier_<setting>/runs/ (metrics.json and config
+committed, finished runs reused); the report is written whole from the runs there are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from asg.methods import widest_m
+from asg.results import exported_bytes_pct, write_text_atomic
+from experiments.dev_selection import COMMON, SETTINGS
+from experiments.runner import RESULTS, ROOT, mean_std, run_config
+
+SEEDS = (1, 2, 3)
+STORAGE = "float16"
+
+
+def methods(budget: float, shape: tuple[int, int]) -> dict[str, list[str]]:
+    """Run-name prefix -> overrides of each configuration at `budget` % of the float32 embedding's bytes."""
+    size = [f"asg.budget_bytes_pct={budget}", f"asg.storage_dtype={STORAGE}"]
+    return {
+        "none": ["asg=none"],
+        "pq": ["asg=pq", f"asg.m={widest_m(budget, *shape, float_bytes=2)}", *size],
+        "tiered": ["asg=tiered", *size],
+    }
+
+
+def run_study(setting: str, budget: float, args: argparse.Namespace) -> dict[str, dict[str, dict | None]]:
+    """Every configuration's runs by name (None where not run or failed)."""
+    spec = SETTINGS[setting]
+    runs_dir = (RESULTS / f"bytes_frontier_{setting}" / "runs").relative_to(ROOT)
+    base = [*spec["overrides"], f"data.dir={args.data_dir}", *COMMON, "trainer.max_epochs=1"]
+    if setting.endswith("_e5"):
+        base.append(f"model.name_or_path={args.e5_dir}")
+    study: dict[str, dict[str, dict | None]] = {}
+    for prefix, overrides in methods(budget, spec["shape"]).items():
+        study[prefix] = {}
+        for seed in SEEDS:
+            name = f"{prefix}_bytes{budget:g}_seed{seed}" if prefix != "none" else f"none_seed{seed}"
+            if args.report_only:
+                path = ROOT / runs_dir / name / "metrics.json"
+                study[prefix][name] = json.loads(path.read_text()) if path.is_file() else None
+            else:
+                study[prefix][name] = run_config(name, [*base, *overrides, f"seed={seed}"], runs_dir)
+    return study
+
+
+def _languages(runs: list[dict]) -> list[str]:
+    langs = sorted({key.split("/")[1] for r in runs for key in r["scores"] if key.startswith("test/")} - {"avg"})
+    return [*langs, "avg"]
+
+
+def report(setting: str, budget: float, study: dict[str, dict[str, dict | None]], command: str) -> str:
+    spec = SETTINGS[setting]
+    metric = spec["test_metric"].split("/")[-1]
+    done = {prefix: [r for r in runs.values() if r] for prefix, runs in study.items()}
+    langs = _languages([r for runs in done.values() for r in runs])
+    dense = {lang: [r["scores"][f"test/{lang}/{metric}"] for r in done["none"]] for lang in langs}
+    lines = [
+        f"# Methods at {budget:g}% of the embedding's bytes: {setting}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Setting: {spec['describe']}. One epoch; every method at the configs' default lr and codebook lr scale (not",
+        f"chosen on dev); compressed methods at `asg.budget_bytes_pct={budget:g}` with `asg.storage_dtype={STORAGE}`",
+        "(codebooks stored and counted at 2 bytes, rounded before the test). pq at the most sub-spaces that leave 64",
+        "centroids; tiered at conf/asg/tiered.yaml's tiers. Mean ± std over seeds "
+        f"{', '.join(map(str, SEEDS))}; relative = ratio of the means. Short CPU runs, one torch thread.",
+        "",
+        "| method | size | bytes kept % | params kept % | fit rel. error | seeds | "
+        + " | ".join(langs)
+        + " | lowest language, relative |",
+        "|---|---|---|---|---|---|" + "---|" * len(langs) + "---|",
+    ]
+    for prefix, runs in done.items():
+        if not runs:
+            lines.append(f"| {prefix} | not run yet |" + " |" * (len(langs) + 4))
+            continue
+        c = runs[0]["compression"]
+        size = "—" if prefix == "none" else _size(c)
+        error = statistics.mean(r["compression"]["rel_error"] for r in runs) if prefix != "none" else 0.0
+        cells, relative = [], {}
+        for lang in langs:
+            scores = [r["scores"][f"test/{lang}/{metric}"] for r in runs]
+            cells.append(mean_std(scores))
+            if dense[lang] and statistics.mean(dense[lang]) > 0:
+                relative[lang] = 100 * statistics.mean(scores) / statistics.mean(dense[lang])
+        per_lang = {k: v for k, v in relative.items() if k != "avg"}
+        lowest = min(per_lang, key=per_lang.get) if per_lang and prefix != "none" else None
+        lines.append(
+            f"| {prefix} | {size} | {exported_bytes_pct(c):.3f} | {c['params_kept_pct']:.3f} | {error:.3f} | "
+            f"{len(runs)} | " + " | ".join(cells) + f" | {f'{lowest} {per_lang[lowest]:.1f}%' if lowest else '—'} |"
+        )
+        if prefix != "none" and relative:
+            lines.append(
+                f"| {prefix} / dense | | | | | | "
+                + " | ".join(f"{relative[lang]:.1f}%" if lang in relative else "—" for lang in langs)
+                + " | |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _size(c: dict) -> str:
+    if c["method"] == "tiered":
+        return ", ".join(f"{r:,} ids m={m}" for r, m in zip(c["tier_rows"], c["tier_m"], strict=True)) + f"; k={c['k']}"
+    return f"m={c['m']}, k={c['k']}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", choices=sorted(SETTINGS), required=True)
+    parser.add_argument("--budget", type=float, default=1.0, help="asg.budget_bytes_pct of every compressed method")
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--e5-dir", default=".cache/e5-small")
+    parser.add_argument("--report-only", action="store_true", help="start no run; write the report from those done")
+    args = parser.parse_args(argv)
+    study = run_study(args.setting, args.budget, args)
+    command = f"python -m experiments.bytes_frontier --setting {args.setting} --budget {args.budget:g}"
+    command += f" --data-dir {args.data_dir}" + (f" --e5-dir {args.e5_dir}" if args.setting.endswith("_e5") else "")
+    text = report(args.setting, args.budget, study, command)
+    write_text_atomic(RESULTS / f"bytes_frontier_{args.setting}" / "README.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -150,7 +150,7 @@ class LowRankEmbedding(CompressedEmbedding):
         params_before = vocab * dim
         params_after = self.left.numel() + self.right.numel()  # r * (V + d)
         bytes_before = params_before * self.source_dtype.itemsize
-        bytes_after = params_after * self.storage_dtype.itemsize
+        bytes_after = self.stored_bytes(self.left) + self.stored_bytes(self.right)
         return {
             "vocab_size": vocab,
             "hidden_size": dim,
@@ -338,7 +338,7 @@ class RQEmbedding(CompressedEmbedding):
             "k": self.stages * self.k,  # centroids per sub-space over all stages: parameters = k * d, as for pq
             "k_per_stage": self.k,
             "stages": self.stages,
-            **quantized_stats(self, self.codebooks.numel()),
+            **quantized_stats(self, [self.codebooks]),
         }
 
     def code_tables(self) -> dict[str, int]:

@@ -30,6 +30,10 @@ class CompressedEmbedding(nn.Module):
         """The integer code tables an export bit-packs: state-dict name -> the centroids k its codes index."""
         return {}
 
+    def stored_bytes(self, tensor: Tensor) -> int:
+        """Bytes of a float tensor as exported: at `storage_dtype`, never wider than the tensor is (a bf16 model)."""
+        return tensor.numel() * min(self.storage_dtype.itemsize, tensor.element_size())
+
     def round_to_storage(self) -> None:
         """Round every float tensor to `storage_dtype` in place, so that what is scored is what an export stores."""
         with torch.no_grad():
@@ -68,7 +72,7 @@ class CompressedEmbedding(nn.Module):
         return text
 
 
-def quantized_stats(module: CompressedEmbedding, codebook_params: int) -> dict[str, Any]:
+def quantized_stats(module: CompressedEmbedding, codebooks: list[Tensor]) -> dict[str, Any]:
     """Accounting of a module's code tables plus its float codebooks against the dense (V, d) matrix they replace.
 
     `module` supplies V, d, its code tables (`code_tables`), the replaced matrix's dtype, the codebooks' storage
@@ -76,9 +80,9 @@ def quantized_stats(module: CompressedEmbedding, codebook_params: int) -> dict[s
     """
     vocab, dim = module.num_embeddings, module.embedding_dim
     params_before = vocab * dim
-    params_after = codebook_params
+    params_after = sum(c.numel() for c in codebooks)
     bytes_before = params_before * module.source_dtype.itemsize
-    codebook_bytes = params_after * module.storage_dtype.itemsize
+    codebook_bytes = sum(module.stored_bytes(c) for c in codebooks)
     state = module.state_dict()
     tables = [(state[name], k) for name, k in module.code_tables().items()]
     code_bytes = sum(codes.numel() * codes.element_size() for codes, _ in tables)
@@ -238,7 +242,7 @@ class ASGEmbedding(CompressedEmbedding):
 
     def stats(self) -> dict[str, Any]:
         """Parameter and byte accounting against the dense matrix this module replaced."""
-        return {"m": self.m, "k": self.k, **quantized_stats(self, self.codebooks.numel())}
+        return {"m": self.m, "k": self.k, **quantized_stats(self, [self.codebooks])}
 
     def code_tables(self) -> dict[str, int]:
         return {"codes": self.k}

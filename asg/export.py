@@ -133,8 +133,8 @@ def unpack_codes(packed: Tensor, shape: tuple[int, ...], dtype: torch.dtype, bit
 def _stored_bytes(module: CompressedEmbedding, name: str, tensor: Tensor) -> int:
     if name in module.code_tables():
         return packed_code_bytes(tensor.numel(), module.code_tables()[name])
-    if tensor.is_floating_point():  # stored narrowed to asg.storage_dtype, never widened
-        return tensor.numel() * min(module.storage_dtype.itemsize, tensor.element_size())
+    if tensor.is_floating_point():
+        return module.stored_bytes(tensor)
     return tensor.numel() * tensor.element_size()
 
 

@@ -105,8 +105,8 @@ class OPQEmbedding(ASGEmbedding):
         return super().logits(hidden @ self.rotation.to(hidden.dtype))
 
     def stats(self) -> dict[str, Any]:
-        stats = {"m": self.m, "k": self.k, **quantized_stats(self, self.codebooks.numel())}
-        extra_params, extra_bytes = self.rotation.numel(), self.rotation.numel() * self.storage_dtype.itemsize
+        stats = {"m": self.m, "k": self.k, **quantized_stats(self, [self.codebooks])}
+        extra_params, extra_bytes = self.rotation.numel(), self.stored_bytes(self.rotation)
         stats["params_after"] += extra_params
         stats["params_kept_pct"] = 100 * stats["params_after"] / stats["params_before"]
         stats["rotation_bytes"] = extra_bytes

@@ -107,7 +107,7 @@ class TieredEmbedding(CompressedEmbedding):
     def stats(self) -> dict[str, Any]:
         """ASG's accounting over all tiers; `tier_rows` and `tier_m` give their sizes."""
         sizes = {"k": self.k, "tier_rows": [t.num_embeddings for t in self.tiers], "tier_m": [t.m for t in self.tiers]}
-        return sizes | quantized_stats(self, sum(t.codebooks.numel() for t in self.tiers))
+        return sizes | quantized_stats(self, [t.codebooks for t in self.tiers])
 
     def spec(self) -> dict[str, Any]:
         return {

@@ -52,9 +52,13 @@ def exported_bytes_pct(compression: Mapping[str, Any]) -> float | None:
     return compression.get("bytes_kept_pct_packed", compression.get("bytes_kept_pct"))
 
 
+# what the dirty flag looks at: the work tree but the results files a study rewrites while it runs
+CODE_PATHS = (".", ":(exclude)experiments/results")
+
+
 def code_version() -> dict[str, Any]:
-    """The code that made a result: the git commit and whether the work tree differed from it, or, for an
-    installed copy without its repository, the package version alone."""
+    """The code that made a result: the git commit and whether the work tree's code differed from it (committed
+    results files aside), or, for an installed copy without its repository, the package version alone."""
     import subprocess
 
     root = Path(asg.__file__).resolve().parent.parent
@@ -63,7 +67,7 @@ def code_version() -> dict[str, Any]:
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
             capture_output=True,
             text=True,
             check=True,

@@ -78,3 +78,15 @@ def test_budget_bytes_pct_sizes_the_tiers_within_five_percent(storage):
 def test_bad_tier_settings_fail_early_with_the_fix(overrides, match):
     with pytest.raises(ValueError, match=match):
         get_method("tiered").resolve(asg_cfg("tiered", **(TIERS | overrides)), 100, 16)
+
+
+def test_e5_vocabulary_is_in_unigram_probability_order(e5_dir):
+    """What the tiers rest on: a sentencepiece vocabulary lists its pieces by score, so low ids are frequent."""
+    import json
+    from pathlib import Path
+
+    model = json.loads((Path(e5_dir) / "tokenizer.json").read_text())["model"]
+    assert model["type"] == "Unigram"
+    scores = [score for _, score in model["vocab"][4:]]  # after <s>, <pad>, </s>, <unk>
+    rises = sum(b > a for a, b in zip(scores, scores[1:], strict=False))
+    assert len(scores) > 249_000 and rises <= 1  # the one rise: <mask>, the last piece

@@ -2,10 +2,11 @@
 
 Near 1% of an embedding's bytes the code table (V x m codes) decides what fits, and plain ASG gives every token the
 same m codes, although a few tens of thousands of a 250k vocabulary's tokens make up most text. The sentencepiece
-vocabularies of XLM-R, mT5 and multilingual-e5 list tokens by unigram probability (e5-small: the first 100k ids are
-the 100k most probable but 1), and BERT's WordPiece roughly so, so contiguous id ranges are frequency tiers. Tier t
-holds ids [start_t, end_t) and is its own ASG: codes (V_t, m_t) and trainable codebooks (m_t, k, d / m_t), more
-sub-spaces for the earlier tiers. A token's tier follows from its id, so no tier map is stored.
+vocabularies of XLM-R, mT5 and multilingual-e5 list tokens by unigram probability (checked for e5-small in
+tests/test_tiered.py), and BERT's WordPiece roughly so after its ~1,000 unused and ~1,000 single-character entries,
+so contiguous id ranges are frequency tiers. Tier t holds ids [start_t, end_t) and is its own ASG: codes (V_t, m_t)
+and trainable codebooks (m_t, k, d / m_t), more sub-spaces for the earlier tiers. A token's tier follows from its
+id, so no tier map is stored.
 """
 
 from __future__ import annotations

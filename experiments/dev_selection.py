@@ -29,7 +29,7 @@ import statistics
 
 import torch
 
-from asg.methods import widest_m
+from asg.methods import get_method, widest_m
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.ablation import SETTINGS as ABLATION
 from experiments.runner import RESULTS, ROOT, mean_std, run_config
@@ -217,17 +217,21 @@ def bytes_overrides(
     method: str, overrides: list[str], budget: float, shape: tuple[int, int], storage: str = "float32"
 ) -> list[str] | None:
     """A dev-chosen point's overrides moved from 0.4% of the parameters to `budget` % of the bytes, its floats
-    stored in `storage`; None where pq or rq cannot meet it with 64 centroids or more."""
+    stored in `storage`; None where no size of the method meets it (pq and rq: with 64 centroids or more; lowrank:
+    within 5%, a rank at a time), which the run would refuse."""
     moved = [o for o in overrides if o not in BUDGET and not o.startswith("asg.m=")]
     moved += ["asg.budget_pct=null", f"asg.budget_bytes_pct={budget}"]
     if storage != "float32":  # the float32 runs leave the default, as the grid's runs do
         moved.append(f"asg.storage_dtype={storage}")
-    if "asg.m" in GRIDS[method][1]:
-        stages, width = _value("asg.stages", overrides) or 1, getattr(torch, storage).itemsize
-        try:
+    stages, width = _value("asg.stages", overrides) or 1, getattr(torch, storage).itemsize
+    try:
+        if "asg.m" in GRIDS[method][1]:
             moved.append(f"asg.m={widest_m(budget, *shape, stages=stages, float_bytes=width)}")
-        except ValueError:
-            return None
+        cfg = {"method": method, "budget_pct": None, "budget_bytes_pct": budget, "storage_dtype": storage}
+        cfg |= {"m": _value("asg.m", moved) or 1, "stages": stages, "k": None, "rank": None, "sample_rows": None}
+        get_method(method).resolve(cfg, *shape)
+    except ValueError:
+        return None
     return moved
 
 
@@ -275,7 +279,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
                 label = method if storage == "float32" else f"{method}, {storage} codebooks"
                 done = [r for r in at_budget[budget].values() if r]
                 if not at_budget[budget]:
-                    lines.append(f"| {budget} | {label} | no m leaves 64 centroids | | | | | | |")
+                    lines.append(f"| {budget} | {label} | no size meets this budget | | | | | | |")
                     continue
                 if not done:
                     lines.append(f"| {budget} | {label} | not run yet | | | | | | |")

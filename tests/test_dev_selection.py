@@ -139,4 +139,7 @@ def test_bytes_overrides_move_a_choice_to_a_byte_budget_or_say_none_fits():
     half = study.bytes_overrides("pq", pq, 1, (30522, 384), "float16")
     assert "asg.storage_dtype=float16" in half and f"asg.m={study.widest_m(1, 30522, 384, float_bytes=2)}" in half
     _, sg = study.grid("sg")[0]
-    assert not any(o.startswith("asg.m=") for o in study.bytes_overrides("sg", sg, 0.01, (30522, 384)))
+    assert not any(o.startswith("asg.m=") for o in study.bytes_overrides("sg", sg, 0.5, (30522, 384)))
+    _, lowrank = study.grid("lowrank")[0]  # a rank of MiniLM's factors is 0.264% of the bytes: 1% is no multiple
+    assert study.bytes_overrides("lowrank", lowrank, 1, (30522, 384)) is None
+    assert "asg.budget_bytes_pct=5" in study.bytes_overrides("lowrank", lowrank, 5, (30522, 384))  # rank 19

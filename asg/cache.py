@@ -54,7 +54,8 @@ def _payload_checksum(tensors: Mapping[str, Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().data)  # the raw bytes of any dtype, without a copy
+        # flat first: a (V, 1) table counts as contiguous whatever its strides, and only stride 1 views as bytes
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)  # the raw bytes of any dtype, without a copy
     return h.hexdigest()
 
 

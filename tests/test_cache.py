@@ -71,6 +71,14 @@ def test_codes_are_stored_in_their_small_dtype(tmp_path):
     assert tensors["codes"].dtype == torch.uint8 and tensors["codebooks"].dtype == torch.float32
 
 
+def test_one_sub_space_with_wide_codes_round_trips(tmp_path, monkeypatch):
+    """m=1 with k > 256 (sg at a byte budget): int16 codes of shape (V, 1), whose strides may be any."""
+    first = product_quantize(_weight(), m=1, k=300, iters=2, seed=0, sample_rows=None, cache_dir=tmp_path)
+    assert tuple(first.codes.shape) == (500, 1)
+    _forbid_fit(monkeypatch)
+    _assert_same(first, product_quantize(_weight(), m=1, k=300, iters=2, seed=0, sample_rows=None, cache_dir=tmp_path))
+
+
 def test_checksum_changes_with_one_element():
     weight = _weight()
     perturbed = weight.clone()

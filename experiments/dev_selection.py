@@ -296,7 +296,8 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
                     cells.append((statistics.mean(scores), label, mean_std(scores)))
         if cells:
             cells.sort(reverse=True)
-            runner_up = f" (next: {cells[1][1]}, {cells[1][2]})" if len(cells) > 1 else ""
+            tie = len(cells) > 1 and cells[1][0] == cells[0][0]
+            runner_up = f" ({'tied with' if tie else 'next'}: {cells[1][1]}, {cells[1][2]})" if len(cells) > 1 else ""
             winners.append(f"- {budget}% of the bytes: **{cells[0][1]}**, {cells[0][2]}{runner_up}")
     if winners:
         lines += ["", "Best mean test score at each budget, among the methods with every seed run:", "", *winners]

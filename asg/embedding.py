@@ -30,15 +30,19 @@ class CompressedEmbedding(nn.Module):
         """The integer code tables an export bit-packs: state-dict name -> the centroids k its codes index."""
         return {}
 
+    def narrows(self, tensor: Tensor) -> bool:
+        """Whether an export stores this tensor in `storage_dtype`: a float tensor wider than it (never widened)."""
+        return tensor.is_floating_point() and self.storage_dtype.itemsize < tensor.element_size()
+
     def stored_bytes(self, tensor: Tensor) -> int:
-        """Bytes of a float tensor as exported: at `storage_dtype`, never wider than the tensor is (a bf16 model)."""
-        return tensor.numel() * min(self.storage_dtype.itemsize, tensor.element_size())
+        """Bytes of a float tensor as exported (a bf16 model's stay 2 bytes under float32 storage)."""
+        return tensor.numel() * (self.storage_dtype.itemsize if self.narrows(tensor) else tensor.element_size())
 
     def round_to_storage(self) -> None:
         """Round every float tensor to `storage_dtype` in place, so that what is scored is what an export stores."""
         with torch.no_grad():
             for tensor in [*self.parameters(), *self.buffers()]:
-                if tensor.is_floating_point() and self.storage_dtype.itemsize < tensor.element_size():
+                if self.narrows(tensor):
                     tensor.copy_(tensor.to(self.storage_dtype))
 
     def dense_weight(self) -> Tensor:

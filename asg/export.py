@@ -230,7 +230,7 @@ def _store_compressed(model: nn.Module, path: Path) -> None:
                 "bits": bits,
             }
             tensors[name] = pack_codes(tensor, bits)
-        elif tensor.is_floating_point() and module.storage_dtype.itemsize < tensor.element_size():
+        elif module.narrows(tensor):
             narrowed[name] = str(tensor.dtype).removeprefix("torch.")
             tensors[name] = tensor.to(module.storage_dtype)
     save_file(tensors, str(path), metadata=metadata | {PACKED: json.dumps(packed), NARROWED: json.dumps(narrowed)})

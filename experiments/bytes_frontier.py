@@ -20,7 +20,7 @@ import statistics
 
 from asg.methods import widest_m
 from asg.results import exported_bytes_pct, write_text_atomic
-from experiments.dev_selection import COMMON, SETTINGS
+from experiments.dev_selection import COMMON, SETTINGS, size_text
 from experiments.runner import RESULTS, ROOT, mean_std, run_config
 
 SEEDS = (1, 2, 3)
@@ -89,7 +89,7 @@ def report(setting: str, budget: float, study: dict[str, dict[str, dict | None]]
             lines.append(f"| {prefix} | not run yet |" + " |" * (len(langs) + 4))
             continue
         c = runs[0]["compression"]
-        size = "—" if prefix == "none" else _size(c)
+        size = "—" if prefix == "none" else size_text(c)
         error = statistics.mean(r["compression"]["rel_error"] for r in runs) if prefix != "none" else 0.0
         cells, relative = [], {}
         for lang in langs:
@@ -110,12 +110,6 @@ def report(setting: str, budget: float, study: dict[str, dict[str, dict | None]]
                 + " | |"
             )
     return "\n".join(lines) + "\n"
-
-
-def _size(c: dict) -> str:
-    if c["method"] == "tiered":
-        return ", ".join(f"{r:,} ids m={m}" for r, m in zip(c["tier_rows"], c["tier_m"], strict=True)) + f"; k={c['k']}"
-    return f"m={c['m']}, k={c['k']}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -246,8 +246,10 @@ def grid_edges(points: dict[str, list[str]], chosen: str) -> list[str]:
     return edges
 
 
-def _size(c: dict) -> str:
+def size_text(c: dict) -> str:
     """A compressed embedding's shape in its method's terms, from a run's compression stats."""
+    if c["method"] == "tiered":
+        return ", ".join(f"{r:,} ids m={m}" for r, m in zip(c["tier_rows"], c["tier_m"], strict=True)) + f"; k={c['k']}"
     if c["method"] == "lowrank":
         return f"rank {c['rank']}"
     if c["method"] == "rq":
@@ -289,8 +291,8 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
                 error = statistics.mean(r["compression"]["rel_error"] for r in done)
                 rel = f"{100 * statistics.mean(scores) / dense:.1f}" if dense else "—"
                 lines.append(
-                    f"| {budget} | {label} | {_size(c)} | {exported_bytes_pct(c):.3f} | {c['params_kept_pct']:.3f} | "
-                    f"{error:.3f} | {mean_std(scores)} | {len(scores)} | {rel} |"
+                    f"| {budget} | {label} | {size_text(c)} | {exported_bytes_pct(c):.3f} | "
+                    f"{c['params_kept_pct']:.3f} | {error:.3f} | {mean_std(scores)} | {len(scores)} | {rel} |"
                 )
                 if len(scores) == len(TEST_SEEDS):
                     cells.append((statistics.mean(scores), label, mean_std(scores)))

@@ -56,7 +56,8 @@ class TieredEmbedding(CompressedEmbedding):
         self.padding_idx = padding_idx
         self.rel_error = rel_error
         self.source_dtype = source_dtype
-        ends = torch.tensor([t.num_embeddings for t in tiers]).cumsum(0)
+        # on the tiers' device, not the ambient default one (Lightning's configure_model may set meta or CUDA)
+        ends = torch.tensor([t.num_embeddings for t in tiers], device=tiers[0].codes.device).cumsum(0)
         self.register_buffer("ends", ends, persistent=False)  # follows from the tiers' sizes: not stored
 
     @classmethod

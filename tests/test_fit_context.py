@@ -34,6 +34,7 @@ AMBIENT: dict[str, Callable[[], AbstractContextManager]] = {
     "fp16_default": lambda: default_dtype(torch.float16),
 }
 SETTINGS = {"pq": {"m": 4, "k": 16}, "sg": {"k": 16}, "rq": {"m": 4, "k": 32, "stages": 2}, "lowrank": {"rank": 4}}
+SETTINGS["tiered"] = {"tier_fractions": [0.25, 0.5], "tier_m": [8, 4, 2], "k": 16}
 
 
 @pytest.mark.parametrize("ambient", sorted(AMBIENT))
@@ -47,7 +48,10 @@ def test_fit_is_independent_of_ambient_device_and_dtype(method, ambient):
     for (name, a), (_, b) in zip(plain.state_dict().items(), inside.state_dict().items(), strict=True):
         assert b.device.type == "cpu" and b.dtype == a.dtype, name
         assert torch.equal(a, b), name
-    if method != "lowrank":
+    if method == "tiered":  # its id boundaries, a buffer outside the state dict
+        assert inside.ends.device.type == "cpu" and torch.equal(inside.ends, plain.ends)
+        assert torch.equal(inside(torch.arange(600)), plain(torch.arange(600)))
+    elif method != "lowrank":
         assert plain.codebooks.dtype == torch.float32 and not plain.codes.is_floating_point()
 
 

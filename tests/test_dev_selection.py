@@ -143,3 +143,11 @@ def test_bytes_overrides_move_a_choice_to_a_byte_budget_or_say_none_fits():
     _, lowrank = study.grid("lowrank")[0]  # a rank of MiniLM's factors is 0.264% of the bytes: 1% is no multiple
     assert study.bytes_overrides("lowrank", lowrank, 1, (30522, 384)) is None
     assert "asg.budget_bytes_pct=5" in study.bytes_overrides("lowrank", lowrank, 5, (30522, 384))  # rank 19
+
+
+def test_equal_scores_at_a_budget_are_named_a_tie():
+    runs = {f"s{seed}": _metrics([0.0], test=60.0 + seed) for seed in study.TEST_SEEDS}
+    at_budget = {f"{b:g}": runs for b in study.BYTES_BUDGETS}
+    entry = {"bytes": {"float32": at_budget, "float16": at_budget}}
+    lines = study.equal_bytes({"pq": entry}, "test/avg/f1", 70.0)
+    assert "- 1% of the bytes: **pq, float16 codebooks**, 62.00 ± 1.00 (tied with: pq, 62.00 ± 1.00)" in lines

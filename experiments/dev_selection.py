@@ -3,9 +3,9 @@
     python -m experiments.dev_selection --setting bc5cdr_minilm --data-dir ../shared/data [--methods pq,none]
     python -m experiments.dev_selection --setting bc5cdr_minilm --report-only
 
-Each compressed method (pq, rq, sg, lowrank, at 0.4% of the embedding parameters) trains every point of
-optimizer lr x codebook lr scale (3 x 3; pq and rq at the default m=32, then m=8 and m=16 at their best lr and
-scale); the dense model every lr. A choice on the edge of what was tried for lr or the scale also tries the next
+Each compressed method (pq, rq, sg, lowrank, and tiered at conf/asg/tiered.yaml's tiers; at 0.4% of the
+embedding parameters) trains every point of optimizer lr x codebook lr scale (3 x 3; pq and rq at the default
+m=32, then m=8 and m=16 at their best lr and scale); the dense model every lr. A choice on the edge of what was tried for lr or the scale also tries the next
 value beyond it (`LADDERS`, at most `MAX_EXTENSIONS` more points per method). Each run is seed 42, validated on
 the dev split after each epoch (BC5CDR `devel`; English dev for zero-shot WikiANN, the training language only)
 and not tested. The point and epoch count with the best dev score are chosen, and only that configuration is
@@ -17,7 +17,7 @@ share the work. The report is written whole from the runs there are.
 Equal stored bytes: each compressed method then runs at every `BYTES_BUDGETS` share of the float32 embedding's
 bytes (`asg.budget_bytes_pct`, code table bit-packed as exported), with its dev-chosen lr, scale and epochs and the
 same test seeds; pq and rq at the most sub-spaces that leave 64 centroids or more (`asg.methods.widest_m`, a
-sizing rule, not a dev selection); pq also with float16 codebooks (`HALF_STORAGE`).
+sizing rule, not a dev selection); pq and tiered also with float16 codebooks (`HALF_STORAGE`).
 """
 
 from __future__ import annotations
@@ -28,12 +28,15 @@ import json
 import statistics
 
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from asg.methods import get_method, widest_m
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.ablation import SETTINGS as ABLATION
 from experiments.runner import RESULTS, ROOT, mean_std, run_config
 
+CONF = ROOT / "conf"
 SELECT_SEED = 42
 TEST_SEEDS = (1, 2, 3)
 MAX_EPOCHS = 2  # the dev curve's length; the chosen epoch count (1 or 2) is what the test runs train
@@ -50,7 +53,7 @@ MAX_EXTENSIONS = 4
 BUDGET = ["asg.budget_pct=0.4"]
 BYTES_BUDGETS = (0.5, 1, 2, 5)  # % of the float32 embedding's bytes, every stored tensor counted
 # the methods that also run the byte budgets with half-precision codebooks (asg.storage_dtype), and their run-name tag
-HALF_STORAGE = {"pq": "f16"}
+HALF_STORAGE = {"pq": "f16", "tiered": "f16"}
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
 # method -> (fixed overrides, grid axes): every compressed method searches lr x codebook lr scale (9 points); pq
 # and rq then 2 more sub-space counts (11); the dense model searches lr (3)
@@ -60,6 +63,7 @@ GRIDS: dict[str, tuple[list[str], dict[str, tuple]]] = {
     "rq": (["asg=rq", "asg.stages=2", *BUDGET], {"asg.m": (32,), "model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
     "sg": (["asg=sg", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
     "lowrank": (["asg=lowrank", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
+    "tiered": (["asg=tiered", *BUDGET], {"model.lr": LRS, "asg.codebook_lr_scale": SCALES}),
 }
 
 
@@ -227,12 +231,17 @@ def bytes_overrides(
     try:
         if "asg.m" in GRIDS[method][1]:
             moved.append(f"asg.m={widest_m(budget, *shape, stages=stages, float_bytes=width)}")
-        cfg = {"method": method, "budget_pct": None, "budget_bytes_pct": budget, "storage_dtype": storage}
-        cfg |= {"m": _value("asg.m", moved) or 1, "stages": stages, "k": None, "rank": None, "sample_rows": None}
-        get_method(method).resolve(cfg, *shape)
+        get_method(method).resolve(_asg_config(moved), *shape)
     except ValueError:
         return None
     return moved
+
+
+def _asg_config(overrides: list[str]) -> dict:
+    """The `asg` group a run with these overrides composes (its k left to the budget, as the run's model would)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[o for o in overrides if o.startswith("asg")])
+    return OmegaConf.to_container(cfg.asg) | {"k": None}
 
 
 def grid_edges(points: dict[str, list[str]], chosen: str) -> list[str]:

@@ -19,7 +19,7 @@ def _metrics(dev: list[float], test: float | None = None) -> dict:
 def test_every_compressed_method_searches_the_same_lr_x_scale_grid():
     sizes = {method: len(study.grid(method)) for method in study.GRIDS}
     assert sizes.pop("none") == 3 and set(sizes.values()) == {9}
-    for method in ("pq", "rq", "sg", "lowrank"):
+    for method in ("pq", "rq", "sg", "lowrank", "tiered"):
         lrs = {o for _, overrides in study.grid(method) for o in overrides if o.startswith("model.lr=")}
         scales = {o for _, overrides in study.grid(method) for o in overrides if o.startswith("asg.codebook_lr_scale")}
         assert len(lrs) == len(scales) == 3
@@ -143,6 +143,9 @@ def test_bytes_overrides_move_a_choice_to_a_byte_budget_or_say_none_fits():
     _, lowrank = study.grid("lowrank")[0]  # a rank of MiniLM's factors is 0.264% of the bytes: 1% is no multiple
     assert study.bytes_overrides("lowrank", lowrank, 1, (30522, 384)) is None
     assert "asg.budget_bytes_pct=5" in study.bytes_overrides("lowrank", lowrank, 5, (30522, 384))  # rank 19
+    _, tiered = study.grid("tiered")[0]  # its tiers come from conf/asg/tiered.yaml
+    assert "asg.storage_dtype=float16" in study.bytes_overrides("tiered", tiered, 1, (250037, 384), "float16")
+    assert study.bytes_overrides("tiered", tiered, 0.05, (250037, 384)) is None  # its code tables alone exceed it
 
 
 def test_equal_scores_at_a_budget_are_named_a_tie():

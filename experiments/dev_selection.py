@@ -3,15 +3,15 @@
     python -m experiments.dev_selection --setting bc5cdr_minilm --data-dir ../shared/data [--methods pq,none]
     python -m experiments.dev_selection --setting bc5cdr_minilm --report-only
 
-Each compressed method (pq, rq, sg, lowrank, and tiered at conf/asg/tiered.yaml's tiers; at 0.4% of the
-embedding parameters) trains every point of optimizer lr x codebook lr scale (3 x 3; pq and rq at the default
-m=32, then m=8 and m=16 at their best lr and scale); the dense model every lr. A choice on the edge of what was tried for lr or the scale also tries the next
-value beyond it (`LADDERS`, at most `MAX_EXTENSIONS` more points per method). Each run is seed 42, validated on
-the dev split after each epoch (BC5CDR `devel`; English dev for zero-shot WikiANN, the training language only)
-and not tested. The point and epoch count with the best dev score are chosen, and only that configuration is
-tested, with seeds 1, 2 and 3 (the seed drives the k-means fit and the fine-tune). Every run is its own `run.py`
-process in experiments/results/dev_selection_<setting>/runs/, whose metrics.json and .hydra/config.yaml are
-committed; a finished run is reused, so the study spans sessions, and two processes with disjoint `--methods`
+Each compressed method (pq, rq, sg, lowrank, and tiered at conf/asg/tiered.yaml's tiers; at 0.4% of the embedding
+parameters) trains every point of optimizer lr x codebook lr scale (3 x 3; pq and rq at the default m=32, then m=8
+and m=16 at their best lr and scale); the dense model every lr. A choice on the edge of what was tried for lr or the
+scale also tries the next value beyond it (`LADDERS`, at most `MAX_EXTENSIONS` more points per method). Each run is
+seed 42, validated on the dev split after each epoch (BC5CDR `devel`; English dev for zero-shot WikiANN, the
+training language only) and not tested. The point and epoch count with the best dev score are chosen, and only that
+configuration is tested, with seeds 1, 2 and 3 (the seed drives the k-means fit and the fine-tune). Every run is its
+own `run.py` process in experiments/results/dev_selection_<setting>/runs/, whose metrics.json and .hydra/config.yaml
+are committed; a finished run is reused, so the study spans sessions, and two processes with disjoint `--methods`
 share the work. The report is written whole from the runs there are.
 
 Equal stored bytes: each compressed method then runs at every `BYTES_BUDGETS` share of the float32 embedding's

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 from asg.methods import widest_m
-from asg.results import exported_bytes_pct, write_text_atomic
-from experiments.dev_selection import COMMON, SETTINGS, size_text
-from experiments.runner import RESULTS, ROOT, mean_std, run_config
+from asg.results import write_text_atomic
+from experiments import languages
+from experiments.dev_selection import COMMON, SETTINGS
+from experiments.runner import RESULTS, ROOT, run_config
 
 SEEDS = (1, 2, 3)
 STORAGE = "float16"
@@ -57,17 +57,10 @@ def run_study(setting: str, budget: float, args: argparse.Namespace) -> dict[str
     return study
 
 
-def _languages(runs: list[dict]) -> list[str]:
-    langs = sorted({key.split("/")[1] for r in runs for key in r["scores"] if key.startswith("test/")} - {"avg"})
-    return [*langs, "avg"]
-
-
 def report(setting: str, budget: float, study: dict[str, dict[str, dict | None]], command: str) -> str:
     spec = SETTINGS[setting]
     metric = spec["test_metric"].split("/")[-1]
     done = {prefix: [r for r in runs.values() if r] for prefix, runs in study.items()}
-    langs = _languages([r for runs in done.values() for r in runs])
-    dense = {lang: [r["scores"][f"test/{lang}/{metric}"] for r in done["none"]] for lang in langs}
     lines = [
         f"# Methods at {budget:g}% of the embedding's bytes: {setting}",
         "",
@@ -79,36 +72,8 @@ def report(setting: str, budget: float, study: dict[str, dict[str, dict | None]]
         "centroids; tiered at conf/asg/tiered.yaml's tiers. Mean ± std over seeds "
         f"{', '.join(map(str, SEEDS))}; relative = ratio of the means. Short CPU runs, one torch thread.",
         "",
-        "| method | size | bytes kept % | params kept % | fit rel. error | seeds | "
-        + " | ".join(langs)
-        + " | lowest language, relative |",
-        "|---|---|---|---|---|---|" + "---|" * len(langs) + "---|",
+        *languages.table(done, metric),
     ]
-    for prefix, runs in done.items():
-        if not runs:
-            lines.append(f"| {prefix} | not run yet |" + " |" * (len(langs) + 4))
-            continue
-        c = runs[0]["compression"]
-        size = "—" if prefix == "none" else size_text(c)
-        error = statistics.mean(r["compression"]["rel_error"] for r in runs) if prefix != "none" else 0.0
-        cells, relative = [], {}
-        for lang in langs:
-            scores = [r["scores"][f"test/{lang}/{metric}"] for r in runs]
-            cells.append(mean_std(scores))
-            if dense[lang] and statistics.mean(dense[lang]) > 0:
-                relative[lang] = 100 * statistics.mean(scores) / statistics.mean(dense[lang])
-        per_lang = {k: v for k, v in relative.items() if k != "avg"}
-        lowest = min(per_lang, key=per_lang.get) if per_lang and prefix != "none" else None
-        lines.append(
-            f"| {prefix} | {size} | {exported_bytes_pct(c):.3f} | {c['params_kept_pct']:.3f} | {error:.3f} | "
-            f"{len(runs)} | " + " | ".join(cells) + f" | {f'{lowest} {per_lang[lowest]:.1f}%' if lowest else '—'} |"
-        )
-        if prefix != "none" and relative:
-            lines.append(
-                f"| {prefix} / dense | | | | | | "
-                + " | ".join(f"{relative[lang]:.1f}%" if lang in relative else "—" for lang in langs)
-                + " | |"
-            )
     return "\n".join(lines) + "\n"
 
 

@@ -3,10 +3,12 @@
     python -m experiments.bytes_frontier --setting wikiann_e5 --data-dir ../shared/data --e5-dir .cache/e5-small
     python -m experiments.bytes_frontier --setting wikiann_e5 --report-only
 
-The dense model and each compressed method (`METHODS`: plain ASG at the most sub-spaces that leave 64 centroids,
-`asg.methods.widest_m`, and frequency-tiered ASG at conf/asg/tiered.yaml's tiers) at `asg.budget_bytes_pct`
-(code tables bit-packed, every stored tensor counted), float16 codebooks for both, trained one epoch with the
-configs' default lr and codebook lr scale: nothing here is chosen on dev, and test scores choose nothing. Seeds 1-3
+The dense model and each compressed method (`methods`: plain ASG at the most sub-spaces that leave 64 centroids,
+`asg.methods.widest_m`, frequency-tiered ASG at conf/asg/tiered.yaml's tiers, and, on e5-small, `tiered_search`:
+the tier layout `experiments.tier_search` chose at this budget from the English training text) at
+`asg.budget_bytes_pct` (code tables bit-packed, every stored tensor counted), float16 codebooks, trained one epoch
+with the configs' default lr and codebook lr scale: no training run is chosen on dev, and test scores choose
+nothing. Seeds 1-3
 drive the k-means fit and the fine-tune. The setting (model, task, data) is `experiments.dev_selection`'s. Every run
 is its own `run.py` process under experiments/results/bytes_frontier_<setting>/runs/ (metrics.json and config
 committed, finished runs reused); the report is written whole from the runs there are.
@@ -19,7 +21,7 @@ import json
 
 from asg.methods import widest_m
 from asg.results import write_text_atomic
-from experiments import languages
+from experiments import languages, tier_search
 from experiments.dev_selection import COMMON, SETTINGS
 from experiments.runner import RESULTS, ROOT, run_config
 
@@ -37,6 +39,19 @@ def methods(budget: float, shape: tuple[int, int]) -> dict[str, list[str]]:
     }
 
 
+def searched_layout(setting: str, budget: float) -> list[str] | None:
+    """Overrides of the tier layout `experiments.tier_search` chose for e5-small at this budget (from its
+    results.json); None where it has not been run at this budget."""
+    path = tier_search.OUT / "results.json"
+    if setting != "wikiann_e5" or not path.is_file():
+        return None
+    found = json.loads(path.read_text())
+    if found["budget"] != budget:
+        return None
+    choice = {key: json.dumps(found["choice"][key], separators=(",", ":")) for key in ("tier_fractions", "tier_m")}
+    return [f"asg.tier_fractions={choice['tier_fractions']}", f"asg.tier_m={choice['tier_m']}"]
+
+
 def run_study(setting: str, budget: float, args: argparse.Namespace) -> dict[str, dict[str, dict | None]]:
     """Every configuration's runs by name (None where not run or failed)."""
     spec = SETTINGS[setting]
@@ -45,7 +60,10 @@ def run_study(setting: str, budget: float, args: argparse.Namespace) -> dict[str
     if setting.endswith("_e5"):
         base.append(f"model.name_or_path={args.e5_dir}")
     study: dict[str, dict[str, dict | None]] = {}
-    for prefix, overrides in methods(budget, spec["shape"]).items():
+    configurations = methods(budget, spec["shape"])
+    if (layout := searched_layout(setting, budget)) is not None:
+        configurations["tiered_search"] = [*configurations["tiered"], *layout]
+    for prefix, overrides in configurations.items():
         study[prefix] = {}
         for seed in SEEDS:
             name = f"{prefix}_bytes{budget:g}_seed{seed}" if prefix != "none" else f"none_seed{seed}"
@@ -69,7 +87,8 @@ def report(setting: str, budget: float, study: dict[str, dict[str, dict | None]]
         f"Setting: {spec['describe']}. One epoch; every method at the configs' default lr and codebook lr scale (not",
         f"chosen on dev); compressed methods at `asg.budget_bytes_pct={budget:g}` with `asg.storage_dtype={STORAGE}`",
         "(codebooks stored and counted at 2 bytes, rounded before the test). pq at the most sub-spaces that leave 64",
-        "centroids; tiered at conf/asg/tiered.yaml's tiers. Mean ± std over seeds "
+        "centroids; tiered at conf/asg/tiered.yaml's tiers; tiered_search at the layout experiments.tier_search chose",
+        "(lowest fit error over the English training text's tokens, results/tier_search_e5). Mean ± std over seeds "
         f"{', '.join(map(str, SEEDS))}; relative = ratio of the means. Short CPU runs, one torch thread.",
         "",
         *languages.table(done, metric),

@@ -29,11 +29,11 @@ def test_runs_every_method_over_the_seeds_and_reports_the_lowest_language(monkey
         return _metrics(method, {"en": en + seed, "sw": sw + seed})
 
     monkeypatch.setattr(study, "run_config", fake_run)
+    monkeypatch.setattr(study, "searched_layout", lambda setting, budget: None)
     args = argparse.Namespace(data_dir="data", e5_dir="e5", report_only=False)
     result = study.run_study("wikiann_e5", 1.0, args)
     assert sorted(started) == sorted(
-        [f"none_seed{s}" for s in study.SEEDS]
-        + [f"{m}_bytes1_seed{s}" for m in ("pq", "tiered") for s in study.SEEDS]
+        [f"none_seed{s}" for s in study.SEEDS] + [f"{m}_bytes1_seed{s}" for m in ("pq", "tiered") for s in study.SEEDS]
     )
     pq = started["pq_bytes1_seed2"]
     assert {"asg=pq", "asg.m=12", "asg.budget_bytes_pct=1.0", "asg.storage_dtype=float16", "seed=2"} <= set(pq)
@@ -44,6 +44,29 @@ def test_runs_every_method_over_the_seeds_and_reports_the_lowest_language(monkey
     assert "20,003 ids m=32, 80,012 ids m=16, 150,022 ids m=4; k=436" in tiered
     assert "| 59.00 ± 1.00 | 47.00 ± 1.00 |" in tiered and tiered.endswith("| sw 90.4% |")  # 47 / 52
     assert "| tiered / dense | | | | | | 95.2% | 90.4% | 93.0% | |" in text  # en 59/62, sw 47/52, avg 53/57
+
+
+def test_the_searched_tier_layout_runs_where_the_search_ran_at_that_budget(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setattr(study.tier_search, "OUT", tmp_path)
+    assert study.searched_layout("wikiann_e5", 1.0) is None  # not searched yet
+    choice = {"tier_fractions": [0.008, 0.1], "tier_m": [96, 24, 3]}
+    (tmp_path / "results.json").write_text(json.dumps({"budget": 1.0, "choice": choice}))
+    layout = ["asg.tier_fractions=[0.008,0.1]", "asg.tier_m=[96,24,3]"]
+    assert study.searched_layout("wikiann_e5", 1.0) == layout
+    assert study.searched_layout("wikiann_e5", 2.0) is None and study.searched_layout("bc5cdr_minilm", 1.0) is None
+    from tests.test_pipeline import make_cfg
+
+    cfg = make_cfg(tmp_path, "asg=tiered", *layout)  # the overrides compose as Hydra lists
+    assert list(cfg.asg.tier_fractions) == [0.008, 0.1] and list(cfg.asg.tier_m) == [96, 24, 3]
+
+    started = {}
+    monkeypatch.setattr(study, "run_config", lambda name, overrides, runs_dir: started.setdefault(name, overrides))
+    study.run_study("wikiann_e5", 1.0, argparse.Namespace(data_dir="data", e5_dir="e5", report_only=False))
+    assert set(layout) | {"asg=tiered", "asg.storage_dtype=float16", "seed=3"} <= set(
+        started["tiered_search_bytes1_seed3"]
+    )
 
 
 @pytest.mark.parametrize("setting", sorted(study.SETTINGS))

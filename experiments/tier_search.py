@@ -1,0 +1,149 @@
+"""Tier layouts of `asg=tiered` at one byte budget, compared by the error on the tokens the training text uses.
+
+    python -m experiments.tier_search --data-dir ../shared/data --e5-dir .cache/e5-small [--budget 1]
+
+Every layout in `LAYOUTS` is sized to `--budget` % of e5-small's float32 embedding bytes (float16 codebooks, the
+code tables bit-packed, as `asg.budget_bytes_pct` does), fitted once (seed 1, the k-means defaults, the fit cache),
+and scored without training by two reconstruction errors: over the whole matrix, and over the token occurrences of
+the first --train-samples English WikiANN training sentences (the text a zero-shot run trains on: no dev or test
+data, and no target language, chooses anything). The layout with the lowest usage-weighted error is the choice
+(`choice` in results.json); `experiments.bytes_frontier` trains it at the same budget for the task scores. Writes
+experiments/results/tier_search_e5/ README.md and results.json whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from asg.data import conll
+from asg.methods import get_method, storage_dtype
+from asg.results import write_json_atomic, write_text_atomic
+from experiments.runner import RESULTS
+
+OUT = RESULTS / "tier_search_e5"
+SEED = 1
+# (where each tier but the last ends as a fraction of V, sub-spaces per tier); the first is conf/asg/tiered.yaml's
+LAYOUTS: list[tuple[list[float], list[int]]] = [
+    ([0.08, 0.4], [32, 16, 4]),
+    ([0.08, 0.4], [32, 12, 2]),
+    ([0.008, 0.08, 0.4], [96, 32, 16, 4]),
+    ([0.008, 0.08, 0.4], [64, 32, 12, 2]),
+    ([0.008, 0.08, 0.4], [96, 24, 8, 2]),
+    ([0.008, 0.1], [96, 24, 3]),
+    ([0.02, 0.2], [64, 16, 3]),
+    ([0.004, 0.1], [192, 24, 3]),
+    ([0.008, 0.1], [128, 24, 3]),
+    ([0.016, 0.1], [96, 24, 3]),
+    ([0.008, 0.1], [96, 32, 2]),
+]
+
+
+def usage_counts(ids: Tensor, vocab: int) -> Tensor:
+    """Occurrences of every id (vocab,) in a flat tensor of token ids."""
+    return torch.bincount(ids, minlength=vocab).double()
+
+
+def weighted_error(weight: Tensor, approx: Tensor, counts: Tensor) -> float:
+    """sqrt(sum_i c_i ||e_i - a_i||^2 / sum_i c_i ||e_i||^2): the relative error of the rows as the text uses them
+    (counts of ones give the whole-matrix relative error)."""
+    err = (weight - approx).double().square().sum(1)
+    norm = weight.double().square().sum(1)
+    return float((counts @ err / (counts @ norm)).sqrt())
+
+
+def english_train_ids(data_dir: str, tokenizer: PreTrainedTokenizerBase, samples: int, max_length: int) -> Tensor:
+    """Token ids of the first `samples` English WikiANN training sentences, tokenized as the NER pipeline does
+    (special tokens included, truncated at `max_length`)."""
+    sentences = conll.load_local(conll.task_dir(data_dir, "wikiann", None), "wikiann", "train", "en")[:samples]
+    ids = [
+        tokenizer(s["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)["input_ids"]
+        for s in sentences
+    ]
+    return torch.tensor([i for row in ids for i in row])
+
+
+def search(weight: Tensor, counts: Tensor, budget: float) -> list[dict]:
+    """Every layout's size at the budget and its two fit errors, in `LAYOUTS` order."""
+    vocab, hidden = weight.shape
+    rows = []
+    for fractions, m in LAYOUTS:
+        cfg = {"method": "tiered", "tier_fractions": fractions, "tier_m": m, "k": None, "budget_pct": None}
+        cfg |= {"budget_bytes_pct": budget, "storage_dtype": "float16", "seed": SEED, "cache_dir": ".cache/codebooks"}
+        method = get_method("tiered")
+        settings = method.resolve(cfg, vocab, hidden)
+        module = method.build(weight, settings, None)
+        module.storage_dtype = storage_dtype(settings)
+        module.round_to_storage()  # the codebooks an export ships, as the test scores them
+        approx = module.dense_weight().detach().float()
+        stats = module.stats()
+        rows.append(
+            {
+                "tier_fractions": fractions,
+                "tier_m": m,
+                "tier_rows": settings["tier_rows"],
+                "k": settings["k"],
+                "bytes_kept_pct": stats["bytes_kept_pct_packed"],
+                "rel_error": weighted_error(weight, approx, torch.ones(vocab, dtype=torch.float64)),
+                "usage_error": weighted_error(weight, approx, counts),
+            }
+        )
+    return rows
+
+
+def report(rows: list[dict], command: str, args: argparse.Namespace, tokens: int) -> str:
+    best = min(rows, key=lambda r: r["usage_error"])
+    lines = [
+        f"# Tier layouts of `asg=tiered` at {args.budget:g}% of the bytes: multilingual-e5-small (Q4-dequantized)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Each layout sized to {args.budget:g}% of the float32 embedding's bytes (float16 codebooks, code tables",
+        f"bit-packed), fitted once (seed {SEED}, k-means defaults). usage error: the relative error over the",
+        f"{tokens:,} token occurrences of the first {args.train_samples:,} English WikiANN training sentences",
+        f"(tokenized as the pipeline does, at most {args.max_length} tokens); rel. error: over the whole matrix. No",
+        "training: the task score of the choice comes from `experiments.bytes_frontier`.",
+        "",
+        "| tiers (ids, m) | k | bytes kept % | rel. error | usage error |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        tiers = ", ".join(f"{n:,} m={m}" for n, m in zip(r["tier_rows"], r["tier_m"], strict=True))
+        mark = "**" if r is best else ""
+        lines.append(
+            f"| {mark}{tiers}{mark} | {r['k']} | {r['bytes_kept_pct']:.3f} | {r['rel_error']:.4f} | "
+            f"{mark}{r['usage_error']:.4f}{mark} |"
+        )
+    lines += ["", f"Lowest usage error: `asg.tier_fractions={best['tier_fractions']} asg.tier_m={best['tier_m']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--e5-dir", default=".cache/e5-small")
+    parser.add_argument("--budget", type=float, default=1.0, help="%% of the float32 embedding's bytes")
+    parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--max-length", type=int, default=64)
+    args = parser.parse_args(argv)
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.e5_dir)
+    weight = AutoModel.from_pretrained(args.e5_dir).get_input_embeddings().weight.detach().float()
+    ids = english_train_ids(args.data_dir, tokenizer, args.train_samples, args.max_length)
+    rows = search(weight, usage_counts(ids, weight.shape[0]), args.budget)
+    command = f"python -m experiments.tier_search --data-dir {args.data_dir} --e5-dir {args.e5_dir} "
+    command += f"--budget {args.budget:g} --train-samples {args.train_samples} --max-length {args.max_length}"
+    text = report(rows, command, args, len(ids))
+    best = min(rows, key=lambda r: r["usage_error"])
+    found = {"command": command, "budget": args.budget, "tokens": len(ids), "layouts": rows, "choice": best}
+    write_json_atomic(OUT / "results.json", found)
+    write_text_atomic(OUT / "README.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,12 +12,11 @@ reused, so the study spans sessions). README.md and results.json there are writt
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.dev_selection import COMMON
-from experiments.runner import RESULTS, ROOT, mean_std, run_config
+from experiments.runner import RESULTS, ROOT, mean_std, read_run, run_config
 
 OUT = RESULTS / "bc5cdr_minilm"
 SEEDS = (1, 2, 3)
@@ -37,11 +36,10 @@ def run_study(args: argparse.Namespace) -> dict[str, dict[str, dict | None]]:
     for seed in SEEDS:
         for prefix, overrides in configs(args.ms, args.k).items():
             name = f"{prefix}_seed{seed}"
-            if args.report_only:
-                path = ROOT / runs_dir / name / "metrics.json"
-                study[prefix][name] = json.loads(path.read_text()) if path.is_file() else None
-            else:
-                study[prefix][name] = run_config(name, [*base, *overrides, f"seed={seed}"], runs_dir)
+            run = [*base, *overrides, f"seed={seed}"]
+            study[prefix][name] = (
+                read_run(ROOT / runs_dir / name) if args.report_only else run_config(name, run, runs_dir)
+            )
     return study
 
 

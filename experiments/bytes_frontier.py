@@ -23,7 +23,7 @@ from asg.methods import widest_m
 from asg.results import write_text_atomic
 from experiments import languages, tier_search
 from experiments.dev_selection import COMMON, SETTINGS
-from experiments.runner import RESULTS, ROOT, run_config
+from experiments.runner import RESULTS, ROOT, read_run, run_config
 
 SEEDS = (1, 2, 3)
 STORAGE = "float16"
@@ -67,11 +67,10 @@ def run_study(setting: str, budget: float, args: argparse.Namespace) -> dict[str
         study[prefix] = {}
         for seed in SEEDS:
             name = f"{prefix}_bytes{budget:g}_seed{seed}" if prefix != "none" else f"none_seed{seed}"
-            if args.report_only:
-                path = ROOT / runs_dir / name / "metrics.json"
-                study[prefix][name] = json.loads(path.read_text()) if path.is_file() else None
-            else:
-                study[prefix][name] = run_config(name, [*base, *overrides, f"seed={seed}"], runs_dir)
+            run = [*base, *overrides, f"seed={seed}"]
+            study[prefix][name] = (
+                read_run(ROOT / runs_dir / name) if args.report_only else run_config(name, run, runs_dir)
+            )
     return study
 
 
@@ -87,9 +86,15 @@ def report(setting: str, budget: float, study: dict[str, dict[str, dict | None]]
         f"Setting: {spec['describe']}. One epoch; every method at the configs' default lr and codebook lr scale (not",
         f"chosen on dev); compressed methods at `asg.budget_bytes_pct={budget:g}` with `asg.storage_dtype={STORAGE}`",
         "(codebooks stored and counted at 2 bytes, rounded before the test). pq at the most sub-spaces that leave 64",
-        "centroids; tiered at conf/asg/tiered.yaml's tiers; tiered_search at the layout experiments.tier_search chose",
-        "(lowest fit error over the English training text's tokens, results/tier_search_e5). Mean ± std over seeds "
-        f"{', '.join(map(str, SEEDS))}; relative = ratio of the means. Short CPU runs, one torch thread.",
+        "centroids; tiered at conf/asg/tiered.yaml's tiers"
+        + (
+            "; tiered_search at the layout experiments.tier_search chose (lowest fit error over the English "
+            "training text's tokens, results/tier_search_e5)"
+            if "tiered_search" in study
+            else ""
+        )
+        + f". Mean ± std over seeds {', '.join(map(str, SEEDS))}; relative = ratio of the means. Short CPU runs, one "
+        "torch thread.",
         "",
         *languages.table(done, metric),
     ]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 
 import torch
@@ -34,7 +33,7 @@ from omegaconf import OmegaConf
 from asg.methods import get_method, widest_m
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.ablation import SETTINGS as ABLATION
-from experiments.runner import RESULTS, ROOT, mean_std, run_config
+from experiments.runner import RESULTS, ROOT, mean_std, read_run, run_config
 
 CONF = ROOT / "conf"
 SELECT_SEED = 42
@@ -167,10 +166,7 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
         started = set()
 
     def run(name: str, overrides: list[str], start: bool) -> dict | None:
-        if start:
-            return run_config(name, overrides, runs_dir)
-        path = ROOT / runs_dir / name / "metrics.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return run_config(name, overrides, runs_dir) if start else read_run(ROOT / runs_dir / name)
 
     study: dict[str, dict] = {}
     for method in GRIDS:

@@ -43,6 +43,12 @@ def run_config(name: str, overrides: list[str], runs_dir: Path) -> dict | None:
     return json.loads(metrics.read_text())
 
 
+def read_run(run_dir: Path) -> dict | None:
+    """A finished run's metrics, without starting anything (None where it has not finished)."""
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def mean_std(values: list[float]) -> str:
     """Mean ± sample std of seeds' scores ("—" without any, no ± for one)."""
     if not values:

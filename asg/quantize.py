@@ -2,9 +2,11 @@
 
 Every row of E (V, d) is split into m sub-vectors of size s = d / m; each of the m
 sub-spaces gets its own k-means codebook. The sub-spaces are independent, so they run
-side by side on torch's CPU threads, each with single-threaded ops: distances from one
-matmul per block of rows, new centroids from one scatter-add. Lloyd's iterations assign
-every row to its exact nearest centroid, and skip the rows that provably keep theirs.
+side by side on torch's CPU threads, each with single-threaded ops: nearest centroids from
+a compiled kernel where it serves (asg.kernels: sub-vectors of at most 48 floats on an
+AVX2 or AVX-512 CPU) or else one matmul per block of rows, new centroids from one
+scatter-add. Lloyd's iterations assign every row to its exact nearest centroid, and skip
+the rows that provably keep theirs, so kernel and matmul give the same codes.
 
 Like faiss's ProductQuantizer, the centroids are fitted on at most 256 random rows per
 centroid (sample_rows="auto"), then every row is encoded; `backend="faiss"` runs faiss
@@ -27,7 +29,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from asg import cache
+from asg import cache, kernels
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,9 +161,23 @@ def _nearest(
 ) -> tuple[Tensor, Tensor]:
     """Nearest centroid of every row: x (n, s), centroids (k, s) -> codes (n,), runner-up score (n,).
 
-    Scores are ||c||^2 - 2 x.c in float32 blocks; a row whose two best scores are within 2 * slack (twice the
-    rounding error) is decided by `_exact_nearest`, so codes are the exact nearest centroids whatever the BLAS
-    or the block shape. The runner-up score + ||x||^2 is the squared distance to the nearest other centroid.
+    Scores are ||c||^2 - 2 x.c in float32, from the compiled kernel where it serves (`asg.kernels`) or else
+    torch ops; a row whose two best scores are within 2 * slack (twice the rounding error) is decided by
+    `_exact_nearest`, so codes are the exact nearest centroids whatever computed the scores. The runner-up
+    score + ||x||^2 is the squared distance to the nearest other centroid.
+    """
+    fused = kernels.nearest(x, centroids)
+    codes, best, second = fused if fused is not None else _scores_torch(x, centroids, prev, chunk_size)
+    close = (second - best <= 2 * slack).nonzero().squeeze(1)
+    codes[close] = _exact_nearest(x[close], centroids)
+    return codes, second
+
+
+def _scores_torch(
+    x: Tensor, centroids: Tensor, prev: Tensor | None, chunk_size: int | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`_nearest`'s float32 search with torch ops: codes, best and runner-up scores, from (rows, k) score blocks.
+
     prev (n,), the codes of an earlier pass, saves the index search for the rows whose minimum is still there.
     """
     n, (k, s) = x.shape[0], centroids.shape
@@ -188,9 +204,7 @@ def _nearest(
             code[moved] = _argmin(block.index_select(0, moved), lanes)
         codes[start:stop] = code
         torch.amin(block.scatter_(1, code.unsqueeze(1), math.inf), 1, out=second[start:stop])
-    close = (second - best <= 2 * slack).nonzero().squeeze(1)
-    codes[close] = _exact_nearest(x[close], centroids)
-    return codes, second
+    return codes, best, second
 
 
 def _sq_dist(x: Tensor, centroids: Tensor, codes: Tensor) -> Tensor:

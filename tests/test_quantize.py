@@ -204,6 +204,18 @@ def test_pq_fit_benchmark_reports_a_missing_e5_checkpoint(tmp_path):
     assert line.startswith("| e5-small |") and "missing: " in line and line.count("|") == 14  # 13 columns
 
 
+def test_pq_fit_benchmark_settings_pick_those_pairs_of_every_matrix(tmp_path):
+    from experiments import pq_fit
+
+    jobs = pq_fit.jobs(quick=False, e5_dir=tmp_path / "absent", settings={(32, 1024), (8, 1024)})
+    assert [(j["matrix"], j["m"], j["k"]) for j in jobs] == [
+        ("e5-small", 8, 1024), ("e5-small", 32, 1024), ("MiniLM", 8, 1024), ("MiniLM", 32, 1024),
+        ("XLM-R/mT5 (Gaussian)", 8, 1024),
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        pq_fit.main(["--settings", "32-1024", "--out-dir", str(tmp_path)])
+
+
 @pytest.mark.parametrize(
     ("k", "dtype"),
     [(2, torch.uint8), (256, torch.uint8), (257, torch.int16), (32768, torch.int16), (32769, torch.int32)],
@@ -305,14 +317,3 @@ def test_kmeans_pp_picks_the_rows_of_a_float64_reference(minilm_rows):
     for seed in range(3):
         fast = _kmeans_pp(x, 64, torch.Generator().manual_seed(seed))
         assert torch.equal(fast, _reference_kmeans_pp(x, 64, torch.Generator().manual_seed(seed))), seed
-
-
-def test_codes_are_exact_nearest_centroids_despite_ties():
-    # duplicated centroids and rows midway between two centroids tie exactly: the lowest index must win
-    centroids = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
-    x = torch.tensor([[0.5, 0.0], [1.0, 0.0], [2.0, 0.0], [2.9, 0.1], [-1.0, 0.0]])
-    from asg.quantize import _nearest, _slack
-
-    codes, _ = _nearest(x, centroids, _slack(x.square().sum(-1), centroids), chunk_size=2)
-    assert codes.tolist() == [0, 1, 1, 3, 0]
-

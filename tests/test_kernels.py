@@ -1,0 +1,77 @@
+"""The compiled nearest-centroid kernel (asg/csrc/kmeans.cpp): built here, and the same codes as torch ops."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from asg import kernels, quantize
+from asg.quantize import _nearest, _slack, product_quantize
+
+SIZES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48)  # the sub-vector sizes the kernel serves
+
+
+@pytest.fixture(scope="module")
+def minilm_rows(minilm_dir) -> torch.Tensor:
+    with safe_open(str(Path(minilm_dir) / "model.safetensors"), framework="pt") as f:
+        return f.get_tensor("embeddings.word_embeddings.weight")[:5000].float().contiguous()
+
+
+@pytest.fixture
+def torch_only(monkeypatch):
+    monkeypatch.setattr(quantize.kernels, "nearest", lambda x, centroids: None)
+
+
+def test_kernel_builds_and_serves_its_sizes_here():
+    # these machines have a compiler and AVX2: a build that broke would silently slow every fit
+    ext = kernels.module()
+    assert ext is not None
+    assert [s for s in range(1, 97) if ext.supports(s)] == list(SIZES)
+
+
+@pytest.mark.parametrize("s", SIZES)
+def test_kernel_scores_match_torch(minilm_rows, s):
+    x = minilm_rows[:, 5 : 5 + s]  # a strided view, as the encode step passes
+    centroids = minilm_rows[torch.randperm(5000, generator=torch.Generator().manual_seed(s))[:300], :s]
+    code, best, second = kernels.nearest(x, centroids)
+    ref_code, ref_best, ref_second = quantize._scores_torch(x.contiguous(), centroids, None, None)
+    tol = 4 * _slack(x.square().sum(-1), centroids)  # the same scores up to float32 rounding
+    assert ((best - ref_best).abs() <= tol).all() and ((second - ref_second).abs() <= tol).all()
+    assert (code == ref_code).float().mean() > 0.999  # only near-ties may differ before the exact decision
+    slack = _slack(x.square().sum(-1), centroids)
+    assert torch.equal(_nearest(x, centroids, slack)[0], _nearest(x.contiguous(), centroids, slack)[0])
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+def test_ties_go_to_the_lowest_index(request, path):
+    if path == "torch":
+        request.getfixturevalue("torch_only")
+    centroids = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    x = torch.tensor([[0.5, 0.0], [1.0, 0.0], [2.0, 0.0], [2.9, 0.1], [-1.0, 0.0]])
+    codes, second = _nearest(x, centroids, _slack(x.square().sum(-1), centroids), chunk_size=2)
+    assert codes.tolist() == [0, 1, 1, 3, 0]
+    assert second[1] == -1.0  # ||c||^2 - 2 x.c of the duplicate centroid: the runner-up ties the best
+
+
+@pytest.mark.parametrize(("m", "k"), [(32, 256), (64, 128), (96, 64)])
+def test_fit_with_the_kernel_equals_the_torch_fit(minilm_rows, monkeypatch, m, k):
+    options = dict(m=m, k=k, iters=10, seed=3, sample_rows=4000)  # k-means++ seeding, then every row encoded
+    fast = product_quantize(minilm_rows, **options)
+    monkeypatch.setattr(quantize.kernels, "nearest", lambda x, centroids: None)
+    slow = product_quantize(minilm_rows, **options)
+    assert torch.equal(fast.codes, slow.codes) and torch.equal(fast.codebooks, slow.codebooks)
+
+
+def test_without_the_kernel_the_fit_runs_on_torch(monkeypatch, caplog):
+    monkeypatch.setattr(kernels, "_loaded", [])
+    monkeypatch.setenv("ASG_KERNELS", "0")
+    assert kernels.module() is None and kernels.nearest(torch.zeros(4, 12), torch.zeros(2, 12)) is None
+    monkeypatch.setattr(kernels, "_loaded", [])
+    monkeypatch.setenv("ASG_KERNELS", "1")
+    monkeypatch.setattr(kernels, "SOURCE", Path("/nonexistent/kmeans.cpp"))
+    with caplog.at_level("WARNING"):
+        assert kernels.module() is None
+    assert "uses torch ops" in caplog.text
+    result = product_quantize(torch.randn(500, 24, generator=torch.Generator().manual_seed(0)), m=2, k=16)
+    assert result.codes.shape == (500, 2)

@@ -247,8 +247,11 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
     centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
     centroids[0] = c = x[torch.randint(n_seed, (), generator=gen, device=x.device)]
     min_d = torch.addmv(x_sq.squeeze(1) + c.dot(c), x, c, alpha=-2).clamp_min_(0)
+    # buffers reused by every step: the same arithmetic as fresh tensors, without ~1 MiB of allocation per step
+    cdf, d = torch.empty_like(min_d), torch.empty(trials, n_seed, dtype=x.dtype, device=x.device)
+    potential = torch.empty(trials, dtype=x.dtype, device=x.device)
     for i in range(1, k):
-        cdf = min_d.cumsum(0)  # inverse-CDF sampling: row r with probability min_d[r] / sum(min_d)
+        torch.cumsum(min_d, 0, out=cdf)  # inverse-CDF sampling: row r with probability min_d[r] / sum(min_d)
         if cdf[-1] > 0:
             u = torch.rand(trials, generator=gen, dtype=x.dtype, device=x.device) * cdf[-1]
             cand = torch.searchsorted(cdf, u, right=True).clamp_max_(n_seed - 1)
@@ -256,9 +259,9 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
             cand = torch.randint(n_seed, (trials,), generator=gen, device=x.device)
         c = x[cand]  # (trials, s)
         weights = torch.cat([-2 * c, torch.ones_like(ones[:trials]), c.square().sum(1, keepdim=True)], 1)
-        d = torch.minimum(weights @ rows, min_d)  # (trials, n_seed): each candidate's new D^2
-        best = d.sum(1).argmin()  # the candidate that leaves the least potential
-        min_d = d[best].clamp_min_(0)  # rounding can dip below 0
+        torch.minimum(torch.mm(weights, rows, out=d), min_d, out=d)  # (trials, n_seed): each candidate's new D^2
+        best = torch.sum(d, 1, out=potential).argmin()  # the candidate that leaves the least potential
+        min_d = d[best].clamp_min(0)  # a copy (d is reused); rounding can dip below 0
         centroids[i] = c[best]
     return centroids
 

@@ -58,4 +58,5 @@ def mean_std(values: list[float]) -> str:
 
 
 def command_line(module: str) -> str:
-    return f"python -m {module} " + shlex.join(sys.argv[1:])
+    """The command that makes a study's runs: this process's arguments, less --report-only (which only reads them)."""
+    return f"python -m {module} " + shlex.join(a for a in sys.argv[1:] if a != "--report-only")

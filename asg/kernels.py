@@ -67,5 +67,4 @@ def nearest(x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor, Tensor] | Non
     ext = module()
     if ext is None or not ext.supports(x.shape[1]):
         return None
-    code, best, second = ext.nearest(x, centroids)
-    return code, best, second
+    return tuple(ext.nearest(x, centroids))

@@ -36,10 +36,10 @@ def test_kernel_scores_match_torch(minilm_rows, s):
     centroids = minilm_rows[torch.randperm(5000, generator=torch.Generator().manual_seed(s))[:300], :s]
     code, best, second = kernels.nearest(x, centroids)
     ref_code, ref_best, ref_second = quantize._scores_torch(x.contiguous(), centroids, None, None)
-    tol = 4 * _slack(x.square().sum(-1), centroids)  # the same scores up to float32 rounding
+    slack = _slack(x.square().sum(-1), centroids)
+    tol = 4 * slack  # the same scores up to float32 rounding
     assert ((best - ref_best).abs() <= tol).all() and ((second - ref_second).abs() <= tol).all()
     assert (code == ref_code).float().mean() > 0.999  # only near-ties may differ before the exact decision
-    slack = _slack(x.square().sum(-1), centroids)
     assert torch.equal(_nearest(x, centroids, slack)[0], _nearest(x.contiguous(), centroids, slack)[0])
 
 

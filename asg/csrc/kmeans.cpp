@@ -98,13 +98,18 @@ __attribute__((target("avx2,fma"))) void assign_avx2(const float* x, int64_t str
 using Assign = void (*)(const float*, int64_t, int64_t, const float*, const float*, int64_t, int64_t*, float*,
                         float*);
 
+std::string isa() {
+  if (__builtin_cpu_supports("avx512f")) return "avx512f";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
+  return "none";
+}
+
 // Sub-vector sizes with a kernel (the d / m of the configs' models): at 48 floats AVX2 only matches BLAS's
 // blocked matmul, and above it the matmul wins (measured on e5-small's rows, experiments/pq_fit.py).
 template <int S>
 Assign pick() {
-  if (__builtin_cpu_supports("avx512f")) return assign_avx512<S>;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return assign_avx2<S>;
-  return nullptr;
+  const std::string level = isa();
+  return level == "avx512f" ? assign_avx512<S> : level == "avx2" ? assign_avx2<S> : nullptr;
 }
 
 Assign assign_for(int64_t s) {
@@ -121,11 +126,6 @@ Assign assign_for(int64_t s) {
     case 48: return pick<48>();
     default: return nullptr;
   }
-}
-std::string isa() {
-  if (__builtin_cpu_supports("avx512f")) return "avx512f";
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
-  return "none";
 }
 #else
 using Assign = void*;

@@ -26,6 +26,7 @@ from asg.data.loaders import build_datamodule
 from asg.loggers import finish_wandb
 from asg.methods import get_method, storage_dtype
 from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, loader_settings, resolve_name_or_path
+from asg.quantize import FIT_VERSION
 from asg.results import code_version, environment, exported_bytes_pct, write_json_atomic
 from asg.surgery import compressed_modules, resolve_fit_device
 
@@ -268,6 +269,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - started, 2),
         "versions": environment(),
         "code": code_version(),
+        "fit_version": FIT_VERSION,  # the k-means algorithm behind the codes: runs across a change are not seeds
         "output_dir": str(output_dir),
     }
     if trainer.is_global_zero:

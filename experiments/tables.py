@@ -15,13 +15,14 @@ Written to --out:
   pareto_<task>_<model>.png         relative score against kept bytes (log x), one line per method; only where a
                                     base and at least one compressed run exist (skip with --no-plot)
 
-Runs are pooled as seeds only when their whole configuration is the same but for IGNORED_KEYS, the keys that
-cannot change a result (the seed, where and how a run is recorded, display text); a dense base (`asg.method=none`)
-must match its rows in everything but `asg`, else the base is missing. A row's setting tells it apart from the
-other rows of its model x task x transfer: m / k / rank from the fitted compression's stats (else from `asg`),
-`asg.budget_pct` when set, the `asg` keys that differ between that method's runs, then each other config key that
-differs between the runs (e.g. `m=8 k=1024 asg.codebook_lr_scale=1 optimizer.lr=5e-05`; `key=—` where a run
-lacks the key). Runs that differ only in lr are therefore two rows, and never each other's base.
+Runs are pooled as seeds only when their whole configuration is the same but for IGNORED_KEYS, the keys that cannot
+change a result (the seed, where and how a run is recorded, display text), compressed runs only with the same k-means
+version (`asg.fit_version`, from metrics.json; `—` where a run predates it); a dense base (`asg.method=none`) must
+match its rows in everything but `asg`, else the base is missing. A row's setting tells it apart from the other rows
+of its model x task x transfer: m / k / rank from the fitted compression's stats (else from `asg`), `asg.budget_pct`
+when set, the `asg` keys that differ between that method's runs, then each other config key that differs between the
+runs (e.g. `m=8 k=1024 asg.codebook_lr_scale=1 optimizer.lr=5e-05`; `key=—` where a run lacks the key). Runs that
+differ only in lr are therefore two rows, and never each other's base.
 
 Repeated configurations (seeds) are shown as mean ± sample standard deviation; with a single run the ± part is
 left out. Relative % is the ratio of the means. A missing value is `—` in markdown, `---` in LaTeX and an empty
@@ -124,7 +125,10 @@ def _comparable(cfg: Any, metrics: Mapping[str, Any], method: str) -> dict[str, 
     OmegaConf.update(cfg, "data.dir", data if data in (None, "hub") else "local copy")
     for key in filter(_ignored, _flatten(OmegaConf.to_container(cfg))):
         OmegaConf.update(cfg, key, None)
-    later = {} if method == BASE_METHOD else LATER_KEYS
+    if method == BASE_METHOD:
+        later = {}
+    else:  # an unrecorded fit version (runs before it was recorded) stays apart from every recorded one
+        later = LATER_KEYS | {"asg.fit_version": _value_text(metrics.get("fit_version", UNSET))}
     return later | {
         key: _value_text(value)
         for key, value in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()

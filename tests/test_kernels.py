@@ -9,7 +9,7 @@ from safetensors import safe_open
 from asg import kernels, quantize
 from asg.quantize import _nearest, _slack, product_quantize
 
-SIZES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48)  # the sub-vector sizes the kernel serves
+SIZES = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)  # the sub-vector sizes the kernel serves
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,15 @@ def test_kernel_builds_and_serves_its_sizes_here():
     # these machines have a compiler and AVX2: a build that broke would silently slow every fit
     ext = kernels.module()
     assert ext is not None
-    assert [s for s in range(1, 97) if ext.supports(s)] == list(SIZES)
+    assert [s for s in range(1, 129) if ext.supports(s)] == list(SIZES)
 
 
 @pytest.mark.parametrize("s", SIZES)
 def test_kernel_scores_match_torch(minilm_rows, s):
     x = minilm_rows[:, 5 : 5 + s]  # a strided view, as the encode step passes
-    centroids = minilm_rows[torch.randperm(5000, generator=torch.Generator().manual_seed(s))[:300], :s]
+    centroids = minilm_rows[
+        torch.randperm(5000, generator=torch.Generator().manual_seed(s))[:301], :s
+    ]  # 301: not whole blocks
     code, best, second = kernels.nearest(x, centroids)
     ref_code, ref_best, ref_second = quantize._scores_torch(x.contiguous(), centroids, None, None)
     slack = _slack(x.square().sum(-1), centroids)

@@ -177,11 +177,11 @@ def test_configurations_that_differ_only_in_lr_are_two_cells(lr_tables):
 
 
 def _edit_seed_2_run(runs: Path, key: str, value) -> None:
-    """Change one config key (or `data`, the data source metrics.json records) of the lr=1e-4 seed-2 run."""
+    """Change one config key (or `data` / `fit_version`, which metrics.json records) of the lr=1e-4 seed-2 run."""
     run = next(runs.glob("sweep/*/1"))
-    if key == "data":
+    if key in ("data", "fit_version"):
         metrics = json.loads((run / "metrics.json").read_text())
-        (run / "metrics.json").write_text(json.dumps(metrics | {"data": value}))
+        (run / "metrics.json").write_text(json.dumps(metrics | {key: value}))
         return
     config = OmegaConf.load(run / ".hydra" / "config.yaml")
     OmegaConf.update(config, key, value, force_add=True)
@@ -203,6 +203,7 @@ def _edit_seed_2_run(runs: Path, key: str, value) -> None:
         ("hydra.run.dir", "elsewhere", None),
         ("asg.storage_dtype", "float16", "asg.storage_dtype=float16"),
         ("asg.storage_dtype", "float32", None),  # the fixtures predate the key: float32 is what they stored
+        ("fit_version", 4, "asg.fit_version=4"),  # another k-means: not a seed of the unrecorded version's runs
     ],
 )
 def test_what_splits_a_cell_and_what_does_not(tmp_path, key, value, split_as):
@@ -220,4 +221,4 @@ def test_what_splits_a_cell_and_what_does_not(tmp_path, key, value, split_as):
         changed = next(r for r in rows if r["seeds"] == "2")
         assert split_as in changed["setting"]
         # no base of its own, but for `asg` keys: the dense base matches everything except `asg`
-        assert changed["base_mean"] == ("50.00" if key.startswith("asg.") else "")
+        assert changed["base_mean"] == ("50.00" if key.startswith("asg.") or key == "fit_version" else "")

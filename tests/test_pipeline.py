@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from asg.methods import method_names
+from asg.quantize import FIT_VERSION
 from asg.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -81,6 +82,7 @@ def test_fast_dev_run_per_model_family(tmp_path, tiny_dirs, shared_data, model):
     assert on_disk["transfer"] == {"name": "zero_shot", "train_lang": "en", "eval_langs": ["de", "sw"]}
     assert {"torch", "transformers"} <= set(on_disk["versions"]) and on_disk["wall_seconds"] > 0
     assert on_disk["code"]["package"] == "0.1.0" and "git_commit" in on_disk["code"]
+    assert on_disk["fit_version"] == FIT_VERSION  # what keeps two k-means versions from pooling as seeds
     for key in ("params_kept_pct", "bytes_kept_pct", "rel_error", "bytes_before", "bytes_after"):
         assert key in on_disk["compression"]
     assert not list(tmp_path.glob(".metrics.json.*")), "the atomic write left a temporary file"

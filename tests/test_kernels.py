@@ -33,9 +33,8 @@ def test_kernel_builds_and_serves_its_sizes_here():
 @pytest.mark.parametrize("s", SIZES)
 def test_kernel_scores_match_torch(minilm_rows, s):
     x = minilm_rows[:, 5 : 5 + s]  # a strided view, as the encode step passes
-    centroids = minilm_rows[
-        torch.randperm(5000, generator=torch.Generator().manual_seed(s))[:301], :s
-    ]  # 301: not whole blocks
+    # 301 centroids: not a whole number of the kernel's 4-centroid steps, so its one-at-a-time tail runs too
+    centroids = minilm_rows[torch.randperm(5000, generator=torch.Generator().manual_seed(s))[:301], :s]
     code, best, second = kernels.nearest(x, centroids)
     ref_code, ref_best, ref_second = quantize._scores_torch(x.contiguous(), centroids, None, None)
     slack = _slack(x.square().sum(-1), centroids)

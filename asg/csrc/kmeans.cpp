@@ -3,8 +3,8 @@
 // For rows x (n, s) and centroids c (k, s) it returns, per row, the index of the best score ||c||^2 - 2 x.c
 // (the lowest index on equal scores), that score and the runner-up score, without the (n, k) score matrix that
 // the torch path writes: each SIMD lane holds one row and walks all k centroids (several per step), so s
-// multiply-adds per (row, centroid) are all it costs. Rows whose two scores are close are decided again in float64 by the caller,
-// so the codes do not depend on the summation order here.
+// multiply-adds per (row, centroid) are all it costs. Rows whose two scores are close are decided again in float64
+// by the caller, so the codes do not depend on the summation order here.
 #include <torch/extension.h>
 
 #include <cstdint>
@@ -121,8 +121,8 @@ std::string isa() {
   return "none";
 }
 
-// Sub-vector sizes with a kernel (the d / m of the configs' models, d = 384 or 768). Per call at k = 1024 it takes
-// 0.38x the torch path's time at 48 floats and 0.52x at 96 with AVX-512, 0.63x and 0.91x with AVX2.
+// Sub-vector sizes with a kernel (the d / m of the configs' models, d = 384 or 768). In ad-hoc timings per call at
+// k = 1024 it took 0.38x the torch path's time at 48 floats and 0.52x at 96 with AVX-512, 0.63x and 0.91x with AVX2.
 template <int S>
 Assign pick() {
   const std::string level = isa();

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,26 +58,38 @@ def exported_bytes_pct(compression: Mapping[str, Any]) -> float | None:
 CODE_PATHS = (".", ":(exclude)experiments/results")
 
 
+def _git(*args: str) -> str:
+    root = Path(asg.__file__).resolve().parent.parent
+    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30)
+    return done.stdout
+
+
 def code_version() -> dict[str, Any]:
     """The code that made a result: the git commit and whether the work tree's code differed from it (committed
     results files aside), or, for an installed copy without its repository, the package version alone."""
-    import subprocess
-
-    root = Path(asg.__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
+        commit = _git("rev-parse", "HEAD").strip()
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.SubprocessError):  # no git, or not a checkout: an installed package
         return {"package": asg.__version__, "git_commit": None, "git_dirty": None}
     return {"package": asg.__version__, "git_commit": commit, "git_dirty": bool(status.strip())}
+
+
+def fit_version(metrics: Mapping[str, Any]) -> int | None:
+    """The k-means version (`asg.quantize.FIT_VERSION`) behind a run's codes: as metrics.json records it, else, for
+    runs from before it was recorded, as `asg/quantize.py` set it at the run's commit when the tree was clean.
+    None where neither tells (a dirty tree, or a commit this repository lacks)."""
+    if "fit_version" in metrics:
+        return metrics["fit_version"]
+    code = metrics.get("code") or {}
+    if not code.get("git_commit") or code.get("git_dirty") is not False:
+        return None
+    try:
+        source = _git("show", f"{code['git_commit']}:asg/quantize.py")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"^FIT_VERSION = (\d+)", source, re.MULTILINE)
+    return int(found.group(1)) if found else None
 
 
 def environment() -> dict[str, str]:

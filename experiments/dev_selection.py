@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from asg.methods import get_method, widest_m
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.ablation import SETTINGS as ABLATION
-from experiments.runner import RESULTS, ROOT, mean_std, read_run, run_config
+from experiments.runner import RESULTS, ROOT, fit_version_notes, mean_std, read_run, run_config
 
 CONF = ROOT / "conf"
 SELECT_SEED = 42
@@ -278,7 +278,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
         "| rel. % of dense mean |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    winners = []
+    winners, pooled = [], []
     for budget in (f"{b:g}" for b in BYTES_BUDGETS):
         cells = []
         for method, entry in study.items():
@@ -301,6 +301,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
                 )
                 if len(scores) == len(TEST_SEEDS):
                     cells.append((statistics.mean(scores), label, mean_std(scores)))
+                pooled += fit_version_notes({f"{label} at {budget}% of the bytes": done})
         if cells:
             cells.sort(reverse=True)
             tie = len(cells) > 1 and cells[1][0] == cells[0][0]
@@ -308,7 +309,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
             winners.append(f"- {budget}% of the bytes: **{cells[0][1]}**, {cells[0][2]}{runner_up}")
     if winners:
         lines += ["", "Best mean test score at each budget, among the methods with every seed run:", "", *winners]
-    return lines
+    return lines + (["", *(f"- {note}" for note in pooled)] if pooled else [])
 
 
 def report(setting: str, study: dict[str, dict], command: str) -> str:
@@ -356,6 +357,8 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
             + " | ".join(kept)
             + " |"
         )
+    pooled = fit_version_notes({method: [r for r in entry["tests"].values() if r] for method, entry in study.items()})
+    lines += ["", *(f"- {note}" for note in pooled)] if pooled else []
     edges = [
         f"- {method}: {', '.join(found)}"
         for method, entry in study.items()

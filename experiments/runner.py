@@ -7,8 +7,11 @@ import shlex
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+from asg.results import fit_version
 from asg.train import RUN_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +58,26 @@ def mean_std(values: list[float]) -> str:
         return "—"
     spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
     return f"{statistics.mean(values):.2f}{spread}"
+
+
+def fit_version_notes(groups: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[str]:
+    """One line for each group of runs pooled as seeds whose codes came from more than one k-means version
+    (`asg.quantize.FIT_VERSION`), naming each version's seeds and fit errors: the reader sees what was pooled."""
+    notes = []
+    for label, runs in groups.items():
+        by_version: dict[int | None, list[Mapping[str, Any]]] = {}
+        for run in runs:
+            if "code_bytes" in run.get("compression", {}):  # a code table: the codes came from a k-means fit
+                by_version.setdefault(fit_version(run), []).append(run)
+        if len(by_version) > 1:
+            parts = []
+            for version, seeds in sorted(by_version.items(), key=lambda item: (item[0] is None, item[0] or 0)):
+                which = f"version {version}" if version is not None else "an unknown version"
+                errors = ", ".join(f"{r['compression']['rel_error']:.5f}" for r in seeds)
+                named = ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(r["seed"]) for r in seeds)
+                parts.append(f"{named} at {which} (fit rel. error {errors})")
+            notes.append(f"{label} pools seeds fitted by different k-means versions: " + "; ".join(parts) + ".")
+    return notes
 
 
 def command_line(module: str) -> str:

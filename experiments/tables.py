@@ -16,13 +16,14 @@ Written to --out:
                                     base and at least one compressed run exist (skip with --no-plot)
 
 Runs are pooled as seeds only when their whole configuration is the same but for IGNORED_KEYS, the keys that cannot
-change a result (the seed, where and how a run is recorded, display text), compressed runs only with the same k-means
-version (`asg.fit_version`, from metrics.json; `—` where a run predates it); a dense base (`asg.method=none`) must
-match its rows in everything but `asg`, else the base is missing. A row's setting tells it apart from the other rows
-of its model x task x transfer: m / k / rank from the fitted compression's stats (else from `asg`), `asg.budget_pct`
-when set, the `asg` keys that differ between that method's runs, then each other config key that differs between the
-runs (e.g. `m=8 k=1024 asg.codebook_lr_scale=1 optimizer.lr=5e-05`; `key=—` where a run lacks the key). Runs that
-differ only in lr are therefore two rows, and never each other's base.
+change a result (the seed, where and how a run is recorded, display text), compressed runs only with the same
+k-means version (`asg.fit_version`: recorded, or read from the run's commit by `asg.results.fit_version`; `—` where
+unknown); a dense base (`asg.method=none`) must match its rows in everything but `asg`, else the base is missing. A
+row's setting tells it apart from the other rows of its model x task x transfer: m / k / rank from the fitted
+compression's stats (else from `asg`), `asg.budget_pct` when set, the `asg` keys that differ between that method's
+runs, then each other config key that differs between the runs (e.g. `m=8 k=1024 asg.codebook_lr_scale=1
+optimizer.lr=5e-05`; `key=—` where a run lacks the key). Runs that differ only in lr are therefore two rows, and
+never each other's base.
 
 Repeated configurations (seeds) are shown as mean ± sample standard deviation; with a single run the ± part is
 left out. Relative % is the ratio of the means. A missing value is `—` in markdown, `---` in LaTeX and an empty
@@ -49,7 +50,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from asg.results import exported_bytes_pct, write_bytes_atomic, write_text_atomic
+from asg.results import exported_bytes_pct, fit_version, write_bytes_atomic, write_text_atomic
 from experiments.runner import RESULTS
 
 DEFAULT_OUT = RESULTS / "tables"
@@ -127,8 +128,9 @@ def _comparable(cfg: Any, metrics: Mapping[str, Any], method: str) -> dict[str, 
         OmegaConf.update(cfg, key, None)
     if method == BASE_METHOD:
         later = {}
-    else:  # an unrecorded fit version (runs before it was recorded) stays apart from every recorded one
-        later = LATER_KEYS | {"asg.fit_version": _value_text(metrics.get("fit_version", UNSET))}
+    else:  # an unknown fit version stays apart from every known one
+        version = fit_version(metrics)
+        later = LATER_KEYS | {"asg.fit_version": UNSET if version is None else _value_text(version)}
     return later | {
         key: _value_text(value)
         for key, value in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()

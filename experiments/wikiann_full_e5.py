@@ -21,7 +21,7 @@ import statistics
 from typing import Any
 
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
-from experiments.runner import RESULTS, command_line, mean_std, run_config
+from experiments.runner import RESULTS, command_line, fit_version_notes, mean_std, run_config
 
 STUDY = RESULTS / "wikiann_full_e5"
 METHODS = {  # name -> label, overrides
@@ -86,6 +86,9 @@ def report(runs: dict[tuple[str, int], dict[str, Any] | None], args: argparse.Na
         points = [f"epoch {p['epoch'] + 1}: {p['scores']['val/en/f1']:.2f}" for p in m.get("val_history", [])]
         curves.append(f"- {METHODS[method][0]}, seed {seed}: " + ("; ".join(points) or "no dev scores"))
     missing = [f"{METHODS[method][0]} seed {seed}" for (method, seed), m in runs.items() if not m]
+    pooled = fit_version_notes(
+        {label: [m for (name, _), m in done.items() if name == method] for method, (label, _) in METHODS.items()}
+    )
     return "\n".join(
         [
             "# Zero-shot WikiANN NER from English at a full budget, multilingual-e5-small (Q4-dequantized)",
@@ -100,6 +103,8 @@ def report(runs: dict[tuple[str, int], dict[str, Any] | None], args: argparse.Na
             "",
             *lines,
             "",
+            *(f"- {text}" for text in pooled),
+            *([""] if pooled else []),
             f"English dev F1 after each epoch (first {EVAL_SENTENCES:,} dev sentences; it chooses the number of "
             "epochs, test scores choose nothing):",
             "",

@@ -30,7 +30,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
-from experiments.runner import RESULTS, ROOT, mean_std, run_config
+from experiments.runner import RESULTS, ROOT, fit_version_notes, mean_std, run_config
 
 MODEL_LABEL = "multilingual-e5-small (Q4-dequantized)"
 ASG = ["asg=pq", "asg.m=32", "asg.k=1024"]  # k=1024 of 250,037 rows: the paper's 0.4%
@@ -216,6 +216,8 @@ def score_table(study: Study, runs: dict[str, dict | None], asg_name: str) -> li
             rel = f"{100 * statistics.mean(a) / statistics.mean(b):.1f}%" if a and b and statistics.mean(b) else "—"
             cells += [mean_std(b), mean_std(a), rel]
         lines.append(f"| {lang} | {' | '.join(cells)} |")
+    for note in fit_version_notes({f"ASG (`{asg_name}`)": asg}):
+        lines += ["", note]
     return lines
 
 

@@ -154,3 +154,19 @@ def test_equal_scores_at_a_budget_are_named_a_tie():
     entry = {"bytes": {"float32": at_budget, "float16": at_budget}}
     lines = study.equal_bytes({"pq": entry}, "test/avg/f1", 70.0)
     assert "- 1% of the bytes: **pq, float16 codebooks**, 62.00 ± 1.00 (tied with: pq, 62.00 ± 1.00)" in lines
+
+
+def test_seeds_at_a_budget_from_two_k_means_versions_are_named():
+    runs = {f"s{seed}": _metrics([0.0], test=60.0) | {"seed": seed, "fit_version": 4} for seed in study.TEST_SEEDS}
+    for run in runs.values():
+        run["compression"]["code_bytes"] = 1
+    assert not any("k-means versions" in line for line in study.equal_bytes(_at_every_budget(runs), "test/avg/f1", 70))
+    runs["s1"]["fit_version"] = 3
+    lines = study.equal_bytes(_at_every_budget(runs), "test/avg/f1", 70.0)
+    assert "- pq at 1% of the bytes pools seeds fitted by different k-means versions: seed 1 at version 3" in "\n".join(
+        lines
+    )
+
+
+def _at_every_budget(runs: dict) -> dict:
+    return {"pq": {"bytes": {"float32": {f"{b:g}": runs for b in study.BYTES_BUDGETS}}}}

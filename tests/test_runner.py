@@ -48,3 +48,26 @@ def test_an_unfinished_run_starts_in_its_dir_and_a_failure_returns_none(tmp_path
         ["run.py", "asg=none", f"hydra.run.dir={tmp_path / 'runs' / 'none'}"],
         ["run.py", "asg=pq", f"hydra.run.dir={tmp_path / 'runs' / 'pq'}"],
     ]
+
+
+def _fit(seed: int, version: int | None, error: float, method: str = "pq") -> dict:
+    run = {"seed": seed, "compression": {"method": method, "rel_error": error}}
+    if method != "lowrank":
+        run["compression"]["code_bytes"] = 100  # a code table: codes from a k-means fit
+    return run | ({"fit_version": version} if version is not None else {})
+
+
+def test_seeds_of_two_k_means_versions_are_named_in_a_note():
+    groups = {
+        "pq": [_fit(0, 3, 0.58431), _fit(1, 4, 0.58426), _fit(2, 4, 0.5843)],
+        "rq": [_fit(0, 4, 0.40411), _fit(1, 4, 0.4041)],  # one version: pooled without a word
+        "lowrank": [_fit(0, 3, 0.9, "lowrank"), _fit(1, 4, 0.9, "lowrank")],  # no k-means codes, version moot
+        "dense": [{"seed": 0, "compression": {"method": "none"}}],
+        "sg": [_fit(0, None, 0.7, "sg"), _fit(1, 4, 0.7, "sg")],  # unknown (dirty tree) is its own version
+    }
+    assert runner.fit_version_notes(groups) == [
+        "pq pools seeds fitted by different k-means versions: seed 0 at version 3 (fit rel. error 0.58431); "
+        "seeds 1, 2 at version 4 (fit rel. error 0.58426, 0.58430).",
+        "sg pools seeds fitted by different k-means versions: seed 1 at version 4 (fit rel. error 0.70000); "
+        "seed 0 at an unknown version (fit rel. error 0.70000).",
+    ]

@@ -30,6 +30,20 @@ def test_report_pools_seeds_of_one_method_and_lists_the_runs_left():
     assert "0.410% of the embedding's parameters, 3.12% of its bytes" in text
     assert "- dense, seed 1: epoch 1: 61.00" in text
     assert "Not run yet: residual PQ (rq, m=32, 2 x 512) seed 0, ASG (pq, m=32, k=1024) seed 1" in text
+    assert "k-means versions" not in text  # pq's one seed has no version to differ from
+
+
+def test_report_says_when_a_methods_seeds_come_from_two_k_means_versions():
+    def pq(version: int) -> dict:
+        size = {"params_kept_pct": 0.41, "bytes_kept_pct": 3.12, "code_bytes": 1, "rel_error": 0.5}
+        return _metrics(55, 42, size) | {"fit_version": version}
+
+    runs = {key: None for key in study.ORDER} | {("pq", 0): pq(3) | {"seed": 0}, ("pq", 1): pq(4) | {"seed": 1}}
+    text = study.report(runs, argparse.Namespace(epochs=2), "python -m experiments.wikiann_full_e5")
+    assert (
+        "- ASG (pq, m=32, k=1024) pools seeds fitted by different k-means versions: seed 0 at version 3 "
+        "(fit rel. error 0.50000); seed 1 at version 4 (fit rel. error 0.50000)." in text
+    )
 
 
 def test_report_only_reads_the_committed_runs(tmp_path, monkeypatch):

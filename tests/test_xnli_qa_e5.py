@@ -105,3 +105,13 @@ def test_tables_show_relative_scores_and_the_learning_curve():
     assert "- `pq`: 48.00 -> 50.00 (+2.00) over its last epoch" in text
     assert "| pq_cb30 | not run or failed |" in text
     assert "| 0.410 | 4.600 | 0.5843 |" in text  # kept parameters, bytes, and the fit's error beside the scores
+    assert "k-means versions" not in text
+    # an ASG seed fitted by another k-means version is named next to the table that pools it
+    runs["pq"] |= {"seed": 42, "fit_version": 3}
+    runs["pq"]["compression"]["code_bytes"] = 1
+    runs["pq_s1"] = fake_run(50, {"en": 51.5, "de": 46.5, "avg": 49.0}) | {"seed": 1, "fit_version": 4}
+    runs["pq_s1"]["compression"]["code_bytes"] = 1
+    assert (
+        "ASG (`pq`) pools seeds fitted by different k-means versions: seed 42 at version 3 (fit rel. error "
+        "0.58430); seed 1 at version 4 (fit rel. error 0.58430)." in study_script.report(XNLI, runs, "cmd")
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -84,8 +85,13 @@ def fit_version(metrics: Mapping[str, Any]) -> int | None:
     code = metrics.get("code") or {}
     if not code.get("git_commit") or code.get("git_dirty") is not False:
         return None
+    return _fit_version_at(code["git_commit"])
+
+
+@functools.cache  # a table reads many runs of few commits
+def _fit_version_at(commit: str) -> int | None:
     try:
-        source = _git("show", f"{code['git_commit']}:asg/quantize.py")
+        source = _git("show", f"{commit}:asg/quantize.py")
     except (OSError, subprocess.SubprocessError):
         return None
     found = re.search(r"^FIT_VERSION = (\d+)", source, re.MULTILINE)

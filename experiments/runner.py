@@ -82,4 +82,4 @@ def fit_version_notes(groups: Mapping[str, Iterable[Mapping[str, Any]]]) -> list
 
 def command_line(module: str) -> str:
     """The command that makes a study's runs: this process's arguments, less --report-only (which only reads them)."""
-    return f"python -m {module} " + shlex.join(a for a in sys.argv[1:] if a != "--report-only")
+    return shlex.join(["python", "-m", module, *(a for a in sys.argv[1:] if a != "--report-only")])

@@ -16,7 +16,7 @@ import statistics
 
 from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
 from experiments.dev_selection import COMMON
-from experiments.runner import RESULTS, ROOT, mean_std, read_run, run_config
+from experiments.runner import RESULTS, ROOT, fit_version_notes, mean_std, read_run, run_config
 
 OUT = RESULTS / "bc5cdr_minilm"
 SEEDS = (1, 2, 3)
@@ -71,6 +71,8 @@ def report(study: dict[str, dict[str, dict | None]], command: str) -> str:
             f"| {'none' if prefix == 'none' else 'asg'} | {' | '.join(size)} | {mean_std(scores)} | {rel} | "
             f"{len(runs)} | {c['params_kept_pct']:.3f} | {exported_bytes_pct(c):.3f} | {error:.3f} |"
         )
+    if notes := fit_version_notes(done):
+        lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
 
 

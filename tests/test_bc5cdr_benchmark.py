@@ -37,3 +37,14 @@ def test_runs_a_seed_at_a_time_and_reports_mean_std_against_dense(monkeypatch):
     assert "| none | - | - | 72.00 ± 1.00 | 100.0% | 3 | 100.000 | 100.000 | 0.000 |" in text
     assert "| asg | 8 | 128 | 62.00 ± 1.00 | 86.1% | 3 | 0.419 | 2.500 | 0.700 |" in text  # 62 / 72
     assert "| pq_m16 | not run yet |" in text  # its runs failed: no row of numbers
+    assert "k-means versions" not in text
+
+
+def test_the_report_names_seeds_fitted_by_two_k_means_versions():
+    runs = {
+        f"pq_m8_seed{seed}": _metrics("pq", 60.0, 8) | {"seed": seed, "fit_version": 3 + (seed > 1)} for seed in (1, 2)
+    }
+    for run in runs.values():
+        run["compression"]["code_bytes"] = 1
+    text = study.report({"none": {}, "pq_m8": runs}, "cmd")
+    assert "- pq_m8 pools seeds fitted by different k-means versions: seed 1 at version 3" in text

@@ -1,9 +1,11 @@
-"""Compiled CPU kernels for the k-means fit, built on first use by torch's C++ extension loader.
+"""Compiled CPU kernels, built on first use by torch's C++ extension loader: the k-means fit's nearest-centroid
+search (csrc/kmeans.cpp) and the codebook lookup's backward (csrc/lookup.cpp).
 
-The build needs a C++ compiler and ninja (a dependency); it takes ~30 s once and is cached by torch
-(TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions). It dispatches on the CPU at run time (AVX-512 or
-AVX2), so one build serves every node of a cluster. Where the build fails, the CPU lacks AVX2, or
-ASG_KERNELS=0, `nearest` returns None and the caller runs torch ops, which give the same codes.
+Each build needs a C++ compiler and ninja (a dependency); it takes ~30 s once and is cached by torch
+(TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions). The search dispatches on the CPU at run time (AVX-512
+or AVX2), so one build serves every node of a cluster. Where a build fails, the CPU lacks AVX2, or
+ASG_KERNELS=0, `nearest` and `scatter_rows` return None and the caller runs torch ops, which give the same
+results.
 """
 
 from __future__ import annotations
@@ -19,20 +21,20 @@ import torch
 from torch import Tensor
 
 log = logging.getLogger(__name__)
-SOURCE = Path(__file__).with_name("csrc") / "kmeans.cpp"
+SOURCES = {name: Path(__file__).with_name("csrc") / f"{name}.cpp" for name in ("kmeans", "lookup")}
 _lock = threading.Lock()
-_loaded: list[Any] = []  # [module or None] once a build was tried
+_loaded: dict[str, Any] = {}  # name -> module, or None once a build failed
 
 
-def module() -> Any | None:
-    """The built extension, or None where it cannot be built (the reason is logged once)."""
+def module(name: str = "kmeans") -> Any | None:
+    """The built extension of csrc/<name>.cpp, or None where it cannot be built (the reason is logged once)."""
     with _lock:  # the fit's threads ask at once; one builds
-        if not _loaded:
-            _loaded.append(_build())
-        return _loaded[0]
+        if name not in _loaded:
+            _loaded[name] = _build(name)
+        return _loaded[name]
 
 
-def _build() -> Any | None:
+def _build(name: str) -> Any | None:
     if os.environ.get("ASG_KERNELS", "1") == "0":
         return None
     try:
@@ -43,9 +45,9 @@ def _build() -> Any | None:
 
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
-        return load(name="asg_kmeans", sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
-    except Exception as err:  # no compiler, no ninja, a failed build: the torch path gives the same codes
-        log.warning("k-means kernel not built (%s); the fit uses torch ops (same codes, slower)", err)
+        return load(name=f"asg_{name}", sources=[str(SOURCES[name])], extra_cflags=["-O3"], verbose=False)
+    except Exception as err:  # no compiler, no ninja, a failed build: the torch path gives the same results
+        log.warning("%s kernel not built (%s); torch ops run instead (same results, slower)", name, err)
         return None
 
 
@@ -68,3 +70,12 @@ def nearest(x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor, Tensor] | Non
     if ext is None or not ext.supports(x.shape[1]):
         return None
     return tuple(ext.nearest(x, centroids))
+
+
+def scatter_rows(grad: Tensor, index: Tensor, rows: int) -> Tensor | None:
+    """A zeroed (rows, s) float32 table with grad's rows (n, s) added at index (n,), in order: the same sums as
+    index_put_(accumulate=True), bit for bit; None where no kernel serves these tensors (the caller uses torch)."""
+    if grad.device.type != "cpu" or grad.dtype != torch.float32 or index.dtype != torch.int64:
+        return None
+    ext = module("lookup")
+    return None if ext is None else ext.scatter_rows(grad.contiguous(), index.contiguous(), rows)

@@ -1,4 +1,4 @@
-"""The compiled nearest-centroid kernel (asg/csrc/kmeans.cpp): built here, and the same codes as torch ops."""
+"""The compiled kernels (asg/csrc): built here; the same codes as torch ops, the same lookup gradients as autograd."""
 
 from pathlib import Path
 
@@ -65,14 +65,32 @@ def test_fit_with_the_kernel_equals_the_torch_fit(minilm_rows, monkeypatch, m, k
 
 
 def test_without_the_kernel_the_fit_runs_on_torch(monkeypatch, caplog):
-    monkeypatch.setattr(kernels, "_loaded", [])
+    monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setenv("ASG_KERNELS", "0")
     assert kernels.module() is None and kernels.nearest(torch.zeros(4, 12), torch.zeros(2, 12)) is None
-    monkeypatch.setattr(kernels, "_loaded", [])
+    assert kernels.scatter_rows(torch.zeros(4, 12), torch.zeros(4, dtype=torch.long), 2) is None
+    monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setenv("ASG_KERNELS", "1")
-    monkeypatch.setattr(kernels, "SOURCE", Path("/nonexistent/kmeans.cpp"))
+    monkeypatch.setattr(kernels, "SOURCES", {"kmeans": Path("/nonexistent/kmeans.cpp")})
     with caplog.at_level("WARNING"):
         assert kernels.module() is None
-    assert "uses torch ops" in caplog.text
+    assert "torch ops run instead" in caplog.text
     result = product_quantize(torch.randn(500, 24, generator=torch.Generator().manual_seed(0)), m=2, k=16)
     assert result.codes.shape == (500, 2)
+
+
+def test_lookup_backward_kernel_adds_rows_in_order_as_autograds_index_add():
+    assert kernels.module("lookup") is not None  # built here: a broken build would silently slow every step
+    gen = torch.Generator().manual_seed(0)
+    grad = torch.randn(5000, 12, generator=gen)
+    index = torch.randint(0, 64, (5000,), generator=gen)  # ~80 rows added into each of 64: order matters
+    expected = torch.zeros(64, 12).index_add_(0, index, grad)  # index_select's backward
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # where index_put_(accumulate=True) adds these rows in another order
+        assert torch.equal(kernels.scatter_rows(grad, index, 64), expected)  # bit for bit
+    finally:
+        torch.set_num_threads(threads)
+    assert kernels.scatter_rows(grad.double(), index, 64) is None  # not served: the caller runs torch
+    with pytest.raises(RuntimeError, match="out of range"):
+        kernels.scatter_rows(grad[:2], torch.tensor([0, 64]), 64)

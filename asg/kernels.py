@@ -4,8 +4,8 @@ search (csrc/kmeans.cpp) and the codebook lookup's backward (csrc/lookup.cpp).
 Each build needs a C++ compiler and ninja (a dependency); it takes ~30 s once and is cached by torch
 (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions). The search dispatches on the CPU at run time (AVX-512
 or AVX2), so one build serves every node of a cluster. Where a build fails, the CPU lacks AVX2, or
-ASG_KERNELS=0, `nearest` and `scatter_rows` return None and the caller runs torch ops, which give the same
-results.
+ASG_KERNELS=0, `nearest` and `scatter_rows` return None and the caller runs torch ops: the same codes, and the
+same gradients on one thread.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def _build(name: str) -> Any | None:
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
         return load(name=f"asg_{name}", sources=[str(SOURCES[name])], extra_cflags=["-O3"], verbose=False)
-    except Exception as err:  # no compiler, no ninja, a failed build: the torch path gives the same results
-        log.warning("%s kernel not built (%s); torch ops run instead (same results, slower)", name, err)
+    except Exception as err:  # no compiler, no ninja, a failed build: torch ops take over
+        log.warning("%s kernel not built (%s); torch ops run instead (slower)", name, err)
         return None
 
 
@@ -74,7 +74,7 @@ def nearest(x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor, Tensor] | Non
 
 def scatter_rows(grad: Tensor, index: Tensor, rows: int) -> Tensor | None:
     """A zeroed (rows, s) float32 table with grad's rows (n, s) added at index (n,), in order: the same sums as
-    index_put_(accumulate=True), bit for bit; None where no kernel serves these tensors (the caller uses torch)."""
+    autograd's index_add, bit for bit; None where no kernel serves these tensors (the caller uses torch)."""
     if grad.device.type != "cpu" or grad.dtype != torch.float32 or index.dtype != torch.int64:
         return None
     ext = module("lookup")

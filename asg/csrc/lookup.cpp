@@ -1,8 +1,8 @@
 // The backward of ASG's codebook lookup on CPU: the gradient of a row gather, scattered into a zeroed table.
 //
-// table_grad[index[i]] += grad[i] for i = 0, 1, ..., n - 1, one row at a time. torch's
-// index_put_(accumulate=True) on CPU adds the same elements in the same order (serially, in index order), so the
-// sums are the same bit for bit; it pays per-element index bookkeeping that dominates for PQ's few-float rows.
+// table_grad[index[i]] += grad[i] for i = 0, 1, ..., n - 1, one row at a time: the order of autograd's index_add
+// (index_select's backward), so the sums are the same bit for bit. index_put_(accumulate=True) agrees on one
+// thread only, and pays per-element index bookkeeping that dominates for PQ's few-float rows.
 
 #include <torch/extension.h>
 

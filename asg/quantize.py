@@ -109,10 +109,11 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (index,) = ctx.saved_tensors
-        table_grad = kernels.scatter_rows(grad.float(), index, ctx.rows)
+        summed = grad.float()
+        table_grad = kernels.scatter_rows(summed, index, ctx.rows)
         if table_grad is None:
-            table_grad = grad.new_zeros(ctx.rows, grad.shape[1], dtype=torch.float32)
-            table_grad.index_put_((index,), grad.float(), accumulate=True)
+            table_grad = summed.new_zeros(ctx.rows, summed.shape[1])
+            table_grad.index_put_((index,), summed, accumulate=True)
         return table_grad.to(grad.dtype), None
 
 

@@ -71,8 +71,7 @@ def report(study: dict[str, dict[str, dict | None]], command: str) -> str:
             f"| {'none' if prefix == 'none' else 'asg'} | {' | '.join(size)} | {mean_std(scores)} | {rel} | "
             f"{len(runs)} | {c['params_kept_pct']:.3f} | {exported_bytes_pct(c):.3f} | {error:.3f} |"
         )
-    if notes := fit_version_notes(done):
-        lines += ["", *(f"- {note}" for note in notes)]
+    lines += fit_version_notes(done)
     return "\n".join(lines) + "\n"
 
 

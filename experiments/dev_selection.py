@@ -278,7 +278,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
         "| rel. % of dense mean |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    winners, pooled = [], []
+    winners, pooled = [], {}  # pooled: the seeds of each (method, budget) cell
     for budget in (f"{b:g}" for b in BYTES_BUDGETS):
         cells = []
         for method, entry in study.items():
@@ -301,7 +301,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
                 )
                 if len(scores) == len(TEST_SEEDS):
                     cells.append((statistics.mean(scores), label, mean_std(scores)))
-                pooled += fit_version_notes({f"{label} at {budget}% of the bytes": done})
+                pooled[f"{label} at {budget}% of the bytes"] = done
         if cells:
             cells.sort(reverse=True)
             tie = len(cells) > 1 and cells[1][0] == cells[0][0]
@@ -309,7 +309,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
             winners.append(f"- {budget}% of the bytes: **{cells[0][1]}**, {cells[0][2]}{runner_up}")
     if winners:
         lines += ["", "Best mean test score at each budget, among the methods with every seed run:", "", *winners]
-    return lines + (["", *(f"- {note}" for note in pooled)] if pooled else [])
+    return lines + fit_version_notes(pooled)
 
 
 def report(setting: str, study: dict[str, dict], command: str) -> str:
@@ -357,8 +357,7 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
             + " | ".join(kept)
             + " |"
         )
-    pooled = fit_version_notes({method: [r for r in entry["tests"].values() if r] for method, entry in study.items()})
-    lines += ["", *(f"- {note}" for note in pooled)] if pooled else []
+    lines += fit_version_notes({method: [r for r in entry["tests"].values() if r] for method, entry in study.items()})
     edges = [
         f"- {method}: {', '.join(found)}"
         for method, entry in study.items()

@@ -61,8 +61,9 @@ def mean_std(values: list[float]) -> str:
 
 
 def fit_version_notes(groups: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[str]:
-    """One line for each group of runs pooled as seeds whose codes came from more than one k-means version
-    (`asg.quantize.FIT_VERSION`), naming each version's seeds and fit errors: the reader sees what was pooled."""
+    """Markdown lines to append to a report: a bullet for each group of runs pooled as seeds whose codes came from
+    more than one k-means version (`asg.quantize.FIT_VERSION`), naming each version's seeds and fit errors, after a
+    blank line; none where no group mixes versions."""
     notes = []
     for label, runs in groups.items():
         by_version: dict[int | None, list[Mapping[str, Any]]] = {}
@@ -76,8 +77,8 @@ def fit_version_notes(groups: Mapping[str, Iterable[Mapping[str, Any]]]) -> list
                 errors = ", ".join(f"{r['compression']['rel_error']:.5f}" for r in seeds)
                 named = ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(r["seed"]) for r in seeds)
                 parts.append(f"{named} at {which} (fit rel. error {errors})")
-            notes.append(f"{label} pools seeds fitted by different k-means versions: " + "; ".join(parts) + ".")
-    return notes
+            notes.append(f"- {label} pools seeds fitted by different k-means versions: " + "; ".join(parts) + ".")
+    return ["", *notes] if notes else []
 
 
 def command_line(module: str) -> str:

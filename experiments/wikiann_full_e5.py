@@ -102,9 +102,8 @@ def report(runs: dict[tuple[str, int], dict[str, Any] | None], args: argparse.Na
             *(f"- {text}" for text in sizes),
             "",
             *lines,
+            *pooled,
             "",
-            *(f"- {text}" for text in pooled),
-            *([""] if pooled else []),
             f"English dev F1 after each epoch (first {EVAL_SENTENCES:,} dev sentences; it chooses the number of "
             "epochs, test scores choose nothing):",
             "",

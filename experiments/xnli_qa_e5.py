@@ -216,9 +216,7 @@ def score_table(study: Study, runs: dict[str, dict | None], asg_name: str) -> li
             rel = f"{100 * statistics.mean(a) / statistics.mean(b):.1f}%" if a and b and statistics.mean(b) else "—"
             cells += [mean_std(b), mean_std(a), rel]
         lines.append(f"| {lang} | {' | '.join(cells)} |")
-    for note in fit_version_notes({f"ASG (`{asg_name}`)": asg}):
-        lines += ["", note]
-    return lines
+    return lines + fit_version_notes({f"ASG (`{asg_name}`)": asg})
 
 
 def curve_table(study: Study, runs: dict[str, dict | None]) -> list[str]:

@@ -66,8 +66,9 @@ def test_seeds_of_two_k_means_versions_are_named_in_a_note():
         "sg": [_fit(0, None, 0.7, "sg"), _fit(1, 4, 0.7, "sg")],  # unknown (dirty tree) is its own version
     }
     assert runner.fit_version_notes(groups) == [
-        "pq pools seeds fitted by different k-means versions: seed 0 at version 3 (fit rel. error 0.58431); "
+        "",
+        "- pq pools seeds fitted by different k-means versions: seed 0 at version 3 (fit rel. error 0.58431); "
         "seeds 1, 2 at version 4 (fit rel. error 0.58426, 0.58430).",
-        "sg pools seeds fitted by different k-means versions: seed 1 at version 4 (fit rel. error 0.70000); "
+        "- sg pools seeds fitted by different k-means versions: seed 1 at version 4 (fit rel. error 0.70000); "
         "seed 0 at an unknown version (fit rel. error 0.70000).",
     ]

@@ -26,7 +26,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 $(ARGS)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m experiments.bc5cdr_benchmark $(ARGS)

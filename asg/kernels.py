@@ -1,24 +1,33 @@
 """Compiled CPU kernels, built on first use by torch's C++ extension loader: the k-means fit's nearest-centroid
 search (csrc/kmeans.cpp) and the codebook lookup's backward (csrc/lookup.cpp).
 
-Each build needs a C++ compiler and ninja (a dependency); it takes ~30 s once and is cached by torch
-(TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions). The search dispatches on the CPU at run time (AVX-512
-or AVX2), so one build serves every node of a cluster. Where a build fails, the CPU lacks AVX2, or
-ASG_KERNELS=0, `nearest` and `scatter_rows` return None and the caller runs torch ops: the same codes, and the
-same gradients on one thread.
+Each build needs a C++ compiler and ninja (a dependency); it takes ~30 s once. The built library is cached under
+TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)/asg, named by a hash of its source, torch and Python, so
+checkouts of different commits sharing a home directory never rebuild over each other. Each build runs in its own
+temporary directory and is published by an atomic rename: a process killed mid-build (a preempted SLURM job, a
+timed-out CI run) leaves no lock behind. torch's own shared build folders wait forever on such a lock.
+
+The search dispatches on the CPU at run time (AVX-512 or AVX2), so one build serves every node of a cluster.
+Where a build fails, the CPU lacks AVX2, or ASG_KERNELS=0, `nearest` and `scatter_rows` return None and the
+caller runs torch ops: the same codes, and the same gradients on one thread.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
 import shutil
+import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils import cpp_extension
 
 log = logging.getLogger(__name__)
 SOURCES = {name: Path(__file__).with_name("csrc") / f"{name}.cpp" for name in ("kmeans", "lookup")}
@@ -38,17 +47,33 @@ def _build(name: str) -> Any | None:
     if os.environ.get("ASG_KERNELS", "1") == "0":
         return None
     try:
-        from torch.utils.cpp_extension import load
-
-        if shutil.which("ninja") is None:  # pip's ninja sits beside python, which need not be on PATH
-            import ninja
-
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-
-        return load(name=f"asg_{name}", sources=[str(SOURCES[name])], extra_cflags=["-O3"], verbose=False)
+        source = SOURCES[name]
+        tag = hashlib.sha256(source.read_bytes() + f"{torch.__version__} {sys.version}".encode()).hexdigest()[:12]
+        ext = f"asg_{name}_{tag}"  # also the module's name, which the library's init symbol carries
+        cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / "asg"
+        built = cache / f"{ext}.so"
+        if not built.is_file():
+            return _compile(ext, source, built)
+        spec = importlib.util.spec_from_file_location(ext, built)
+        lib = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(lib)
+        return lib
     except Exception as err:  # no compiler, no ninja, a failed build: torch ops take over
         log.warning("%s kernel not built (%s); torch ops run instead (slower)", name, err)
         return None
+
+
+def _compile(ext: str, source: Path, built: Path) -> Any:
+    """Build and load `ext` from `source` in a private directory, then publish it at `built` in one rename."""
+    if shutil.which("ninja") is None:  # pip's ninja sits beside python, which need not be on PATH
+        import ninja
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    built.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=built.parent, prefix=f"{ext}.build.") as tmp:
+        lib = cpp_extension.load(name=ext, sources=[str(source)], extra_cflags=["-O3"], build_directory=tmp)
+        os.replace(Path(tmp) / f"{ext}.so", built)  # same filesystem: concurrent builders publish whole files
+    return lib
 
 
 def describe() -> str:

@@ -1,5 +1,10 @@
 """The compiled kernels (asg/csrc): built here; the same codes as torch ops, the same lookup gradients as autograd."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +99,28 @@ def test_lookup_backward_kernel_adds_rows_in_order_as_autograds_index_add():
     assert kernels.scatter_rows(grad.double(), index, 64) is None  # not served: the caller runs torch
     with pytest.raises(RuntimeError, match="out of range"):
         kernels.scatter_rows(grad[:2], torch.tensor([0, 64]), 64)
+
+
+def _load_lookup(env: dict, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
+    code = "from asg import kernels; lib = kernels.module('lookup'); print(lib.__file__ if lib else 'not built')"
+    args = [sys.executable, "-c", code]
+    if kwargs.pop("background", False):
+        return subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.DEVNULL, **kwargs)
+    return subprocess.run(args, env=env, capture_output=True, text=True, check=True, **kwargs)
+
+
+def test_a_build_killed_midway_blocks_no_later_process(tmp_path):
+    # a preempted job or a timed-out CI run kills a build; torch's shared build folder then keeps a lock that
+    # every later process waits on forever, so the next process must neither wait nor see a half-built library
+    env = os.environ | {"TORCH_EXTENSIONS_DIR": str(tmp_path), "ASG_KERNELS": "1"}
+    first = _load_lookup(env, background=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.rglob("build.ninja")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first.poll() is None, "the first build ended before it could be killed mid-way"
+    os.killpg(first.pid, signal.SIGKILL)  # the compiler too
+    first.wait()
+    built = _load_lookup(env, timeout=600).stdout.strip()
+    assert Path(built).parent.parent == tmp_path / "asg"  # loaded from the build it made itself
+    (library,) = (tmp_path / "asg").glob("asg_lookup_*.so")  # published whole, in the shared cache
+    assert _load_lookup(env, timeout=120).stdout.strip() == str(library)  # later processes import it, no build

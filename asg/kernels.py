@@ -1,5 +1,5 @@
 """Compiled CPU kernels, built on first use by torch's C++ extension loader: the k-means fit's nearest-centroid
-search (csrc/kmeans.cpp) and the codebook lookup's backward (csrc/lookup.cpp).
+search (csrc/kmeans.cpp) and the codebook lookup, forward and backward (csrc/lookup.cpp).
 
 Each build needs a C++ compiler and ninja (a dependency); it takes ~30 s once. The built library is cached under
 TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)/asg, named by a hash of its source, torch and Python, so
@@ -8,7 +8,7 @@ temporary directory and is published by an atomic rename: a process killed mid-b
 timed-out CI run) leaves no lock behind. torch's own shared build folders wait forever on such a lock.
 
 The search dispatches on the CPU at run time (AVX-512 or AVX2), so one build serves every node of a cluster.
-Where a build fails, the CPU lacks AVX2, or ASG_KERNELS=0, `nearest` and `scatter_rows` return None and the
+Where a build fails, the CPU lacks AVX2, or ASG_KERNELS=0, `nearest`, `gather` and `scatter` return None and the
 caller runs torch ops: the same codes, and the same gradients on one thread.
 """
 
@@ -97,10 +97,19 @@ def nearest(x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor, Tensor] | Non
     return tuple(ext.nearest(x, centroids))
 
 
-def scatter_rows(grad: Tensor, index: Tensor, rows: int) -> Tensor | None:
-    """A zeroed (rows, s) float32 table with grad's rows (n, s) added at index (n,), in order: the same sums as
-    autograd's index_add, bit for bit; None where no kernel serves these tensors (the caller uses torch)."""
-    if grad.device.type != "cpu" or grad.dtype != torch.float32 or index.dtype != torch.int64:
+def gather(codes: Tensor, codebooks: Tensor) -> Tensor | None:
+    """(n, m * s) float32 vectors of codes (n, m) from codebooks (m, k, s); None where no kernel serves these
+    tensors (the caller uses torch)."""
+    if codes.device.type != "cpu" or codebooks.device.type != "cpu" or codebooks.dtype != torch.float32:
         return None
     ext = module("lookup")
-    return None if ext is None else ext.scatter_rows(grad.contiguous(), index.contiguous(), rows)
+    return None if ext is None else ext.gather(codes.contiguous(), codebooks.contiguous())
+
+
+def scatter(grad: Tensor, codes: Tensor, k: int) -> Tensor | None:
+    """The (m, k, s) codebook gradient of `gather` for grad (n, m * s): rows added in order, the same sums as
+    autograd's index_add, bit for bit; None where no kernel serves these tensors (the caller uses torch)."""
+    if grad.device.type != "cpu" or grad.dtype != torch.float32 or codes.device.type != "cpu":
+        return None
+    ext = module("lookup")
+    return None if ext is None else ext.scatter(grad.contiguous(), codes.contiguous(), k)

@@ -89,47 +89,56 @@ def packed_code_bytes(count: int, k: int) -> int:
     return math.ceil(count * code_bits(k) / 8)
 
 
-class _Gather(torch.autograd.Function):
-    """Rows of a (r, s) table at flat indices, with a backward that accumulates straight into the table's gradient.
+class _Lookup(torch.autograd.Function):
+    """Vectors (n, m * s) of codes (n, m) from codebooks (m, k, s), with a backward that accumulates straight into
+    the codebooks' gradient.
 
-    Autograd's index_select backward is an index_add, one scattered row at a time, in index order. On CPU the
-    compiled `kernels.scatter_rows` adds the same rows in the same order (float32: the same sums, bit for bit),
-    for PQ's few-float rows in about a quarter of index_put_'s time (ad hoc, 131,072 rows of 12 floats, one
-    thread: 0.63 against 2.38 ms). Without the kernel, index_put_(accumulate=True) runs: about half index_add's
-    time, bit-equal on one thread, while on several it may add a row's terms in another order. Half-precision
-    gradients are summed in float32 and rounded once, as index_put_ would otherwise round after every addition.
+    On CPU both directions run the compiled `kernels.gather` / `kernels.scatter`, reading the codes as they are:
+    no flat (n * m) index is built, and the backward adds rows in autograd's order (float32: the same sums as
+    index_select's index_add backward, bit for bit, on any thread count). Elsewhere, one flat index_select whose
+    backward is index_put_(accumulate=True): bit-equal to index_add on one CPU thread, while on several, or on
+    CUDA unless trainer.deterministic=true, it may add a row's terms in another order. Half-precision gradients
+    are summed in float32 and rounded once, as index_put_ would otherwise round after every addition.
     """
 
     @staticmethod
-    def forward(ctx: Any, table: Tensor, index: Tensor) -> Tensor:  # (r, s), (n,) -> (n, s)
-        ctx.save_for_backward(index)
-        ctx.rows = table.shape[0]
-        return table.index_select(0, index)
+    def forward(ctx: Any, codebooks: Tensor, codes: Tensor) -> Tensor:
+        m, k, s = codebooks.shape
+        ctx.save_for_backward(codes)
+        ctx.k = k
+        vectors = kernels.gather(codes, codebooks)
+        if vectors is None:
+            vectors = codebooks.reshape(m * k, s).index_select(0, _flat_index(codes, k)).view(-1, m * s)
+        return vectors
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (index,) = ctx.saved_tensors
+        (codes,) = ctx.saved_tensors
+        m, k = codes.shape[1], ctx.k
         summed = grad.float()
-        table_grad = kernels.scatter_rows(summed, index, ctx.rows)
+        table_grad = kernels.scatter(summed, codes, k)
         if table_grad is None:
-            table_grad = summed.new_zeros(ctx.rows, summed.shape[1])
-            table_grad.index_put_((index,), summed, accumulate=True)
-        return table_grad.to(grad.dtype), None
+            s = summed.shape[1] // m
+            table_grad = summed.new_zeros(m * k, s)
+            table_grad.index_put_((_flat_index(codes, k),), summed.reshape(-1, s), accumulate=True)
+        return table_grad.view(m, k, -1).to(grad.dtype), None
+
+
+def _flat_index(codes: Tensor, k: int) -> Tensor:
+    """Codes (n, m) -> rows (n * m,) of the (m * k, s) stacked codebooks."""
+    return (codes.long() + torch.arange(codes.shape[1], device=codes.device) * k).reshape(-1)
 
 
 def reconstruct(codes: Tensor, codebooks: Tensor) -> Tensor:
     """Explicit inverse of PQ: codes (..., m) and codebooks (m, k, s) -> vectors (..., m * s).
 
-    Differentiable with respect to `codebooks`: one flat row gather whose backward accumulates into a small dense
-    (m * k, s) gradient (`_Gather`). On CUDA, that accumulation is deterministic only under
-    trainer.deterministic=true.
+    Differentiable with respect to `codebooks`, whose gradient accumulates into a small dense (m, k, s) tensor
+    (`_Lookup`).
     """
     m, k, s = codebooks.shape
     if codes.shape[-1] != m:
         raise ValueError(f"codes have {codes.shape[-1]} sub-spaces but codebooks have {m}")
-    offsets = torch.arange(m, device=codes.device) * k  # (m,)
-    flat = codes.long() + offsets  # (..., m) indices into the stacked codebooks
-    vectors = _Gather.apply(codebooks.reshape(m * k, s), flat.reshape(-1))  # (n * m, s)
+    vectors = _Lookup.apply(codebooks, codes.reshape(-1, m))  # (n, m * s)
     return vectors.view(*codes.shape[:-1], m * s)
 
 

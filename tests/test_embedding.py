@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from asg import quantize
 from asg.embedding import ASGEmbedding
 
 
@@ -147,3 +148,16 @@ def test_half_precision_lookup_gradient_is_rounded_once():
     # summed in float32, then one rounding to bfloat16's 8 significant bits: within half a unit in the last place
     assert ((ours.double() - exact).abs() <= 2.0**-8 * exact.abs() + 1e-30).all()
     assert (ours.double() - exact).abs().max() <= (plain.double() - exact).abs().max()  # no worse than autograd's
+
+
+def test_lookup_without_the_kernels_gives_the_same_vectors_and_gradients(monkeypatch):
+    ours, _, _ = _lookup_gradients(torch.float32)
+    monkeypatch.setattr(quantize.kernels, "gather", lambda codes, codebooks: None)
+    monkeypatch.setattr(quantize.kernels, "scatter", lambda grad, codes, k: None)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # index_put_(accumulate=True) keeps index order on one thread only
+        torch_path, plain, _ = _lookup_gradients(torch.float32)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(torch_path, ours) and torch.equal(torch_path, plain)

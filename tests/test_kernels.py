@@ -73,7 +73,7 @@ def test_without_the_kernel_the_fit_runs_on_torch(monkeypatch, caplog):
     monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setenv("ASG_KERNELS", "0")
     assert kernels.module() is None and kernels.nearest(torch.zeros(4, 12), torch.zeros(2, 12)) is None
-    assert kernels.scatter_rows(torch.zeros(4, 12), torch.zeros(4, dtype=torch.long), 2) is None
+    assert kernels.scatter(torch.zeros(4, 12), torch.zeros(4, 2, dtype=torch.long), 2) is None
     monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setenv("ASG_KERNELS", "1")
     monkeypatch.setattr(kernels, "SOURCES", {"kmeans": Path("/nonexistent/kmeans.cpp")})
@@ -84,21 +84,31 @@ def test_without_the_kernel_the_fit_runs_on_torch(monkeypatch, caplog):
     assert result.codes.shape == (500, 2)
 
 
-def test_lookup_backward_kernel_adds_rows_in_order_as_autograds_index_add():
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])  # what codes are stored as
+def test_lookup_kernels_equal_autograd_through_the_plain_gather(dtype):
     assert kernels.module("lookup") is not None  # built here: a broken build would silently slow every step
     gen = torch.Generator().manual_seed(0)
-    grad = torch.randn(5000, 12, generator=gen)
-    index = torch.randint(0, 64, (5000,), generator=gen)  # ~80 rows added into each of 64: order matters
-    expected = torch.zeros(64, 12).index_add_(0, index, grad)  # index_select's backward
+    m, k, s = 6, 64, 12
+    codes = torch.randint(0, k, (5000, m), generator=gen).to(dtype)  # ~470 rows added into each table row
+    codebooks = torch.randn(m, k, s, generator=gen, requires_grad=True)
+    grad = torch.randn(5000, m * s, generator=gen)
+    flat = (codes.long() + torch.arange(m) * k).reshape(-1)
+    plain = codebooks.reshape(m * k, s).index_select(0, flat).view(5000, m * s)
+    plain.backward(grad)  # index_select's backward: index_add, in index order
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # where index_put_(accumulate=True) adds these rows in another order
-        assert torch.equal(kernels.scatter_rows(grad, index, 64), expected)  # bit for bit
+        assert torch.equal(kernels.gather(codes, codebooks.detach()), plain.detach())
+        assert torch.equal(kernels.scatter(grad, codes, k), codebooks.grad)  # bit for bit
     finally:
         torch.set_num_threads(threads)
-    assert kernels.scatter_rows(grad.double(), index, 64) is None  # not served: the caller runs torch
+    assert kernels.gather(codes, codebooks.detach().double()) is None  # not served: the caller runs torch
+    assert kernels.scatter(grad.double(), codes, k) is None
+    codes[3, 2] = k - 1  # out of range for the first k - 1 centroids
     with pytest.raises(RuntimeError, match="out of range"):
-        kernels.scatter_rows(grad[:2], torch.tensor([0, 64]), 64)
+        kernels.gather(codes, codebooks.detach()[:, : k - 1].contiguous())
+    with pytest.raises(RuntimeError, match="out of range"):
+        kernels.scatter(grad, codes, k - 1)
 
 
 def _load_lookup(env: dict, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:

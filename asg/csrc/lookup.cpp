@@ -1,36 +1,81 @@
-// The backward of ASG's codebook lookup on CPU: the gradient of a row gather, scattered into a zeroed table.
+// ASG's codebook lookup on CPU, forward and backward, straight from the (n, m) codes of the looked-up tokens.
 //
-// table_grad[index[i]] += grad[i] for i = 0, 1, ..., n - 1, one row at a time: the order of autograd's index_add
-// (index_select's backward), so the sums are the same bit for bit. index_put_(accumulate=True) agrees on one
-// thread only, and pays per-element index bookkeeping that dominates for PQ's few-float rows.
+// Forward: out[i] = codebooks[0, codes[i, 0]] ++ ... ++ codebooks[m - 1, codes[i, m - 1]], one copy per
+// sub-vector, with no flat (n * m) index built first.
+// Backward: grad_table[j, codes[i, j]] += grad[i, j] in increasing i for each table row: the order of autograd's
+// index_add over the flat gather (index_select's backward), so the sums are the same bit for bit. Sub-spaces own
+// disjoint table rows, so threads split the sub-spaces and the order per row, hence the result, never changes.
 
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
+
+#include <cstring>
 
 namespace {
 
-torch::Tensor scatter_rows(const torch::Tensor& grad, const torch::Tensor& index, int64_t rows) {
-  TORCH_CHECK(grad.device().is_cpu() && grad.scalar_type() == torch::kFloat32 && grad.dim() == 2 &&
-                  grad.is_contiguous(),
-              "grad must be a contiguous (n, s) float32 CPU tensor");
-  TORCH_CHECK(index.scalar_type() == torch::kInt64 && index.dim() == 1 && index.is_contiguous() &&
-                  index.size(0) == grad.size(0),
-              "index must be a contiguous (n,) int64 tensor, one row of the table per row of grad");
-  const int64_t n = grad.size(0), s = grad.size(1);
-  auto out = torch::zeros({rows, s}, grad.options());
-  const float* src = grad.data_ptr<float>();
-  const int64_t* at = index.data_ptr<int64_t>();
-  float* table = out.data_ptr<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK(at[i] >= 0 && at[i] < rows, "index ", at[i], " is out of range for a table of ", rows, " rows");
-    float* dst = table + at[i] * s;
-    const float* row = src + i * s;
-    for (int64_t c = 0; c < s; ++c) dst[c] += row[c];
-  }
+void check(const torch::Tensor& codes, const torch::Tensor& table, int64_t m) {
+  TORCH_CHECK(codes.device().is_cpu() && codes.dim() == 2 && codes.is_contiguous() && codes.size(1) == m &&
+                  !codes.is_floating_point(),
+              "codes must be a contiguous (n, m) integer CPU tensor");
+  TORCH_CHECK(table.scalar_type() == torch::kFloat32 && table.is_contiguous() && table.device().is_cpu(),
+              "the codebooks and gradients must be contiguous float32 CPU tensors");
+}
+
+template <typename code_t>
+void gather_rows(const code_t* codes, const float* books, float* out, int64_t n, int64_t m, int64_t k, int64_t s) {
+  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      for (int64_t j = 0; j < m; ++j) {
+        const int64_t c = static_cast<int64_t>(codes[i * m + j]);
+        TORCH_CHECK(c >= 0 && c < k, "code ", c, " is out of range for codebooks of ", k, " centroids");
+        std::memcpy(out + (i * m + j) * s, books + (j * k + c) * s, s * sizeof(float));
+      }
+    }
+  });
+}
+
+template <typename code_t>
+void scatter_rows(const code_t* codes, const float* grad, float* table, int64_t n, int64_t m, int64_t k, int64_t s) {
+  at::parallel_for(0, m, 1, [&](int64_t first, int64_t last) {
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = first; j < last; ++j) {
+        const int64_t c = static_cast<int64_t>(codes[i * m + j]);
+        TORCH_CHECK(c >= 0 && c < k, "code ", c, " is out of range for codebooks of ", k, " centroids");
+        float* dst = table + (j * k + c) * s;
+        const float* row = grad + (i * m + j) * s;
+        for (int64_t e = 0; e < s; ++e) dst[e] += row[e];
+      }
+    }
+  });
+}
+
+torch::Tensor gather(const torch::Tensor& codes, const torch::Tensor& codebooks) {
+  TORCH_CHECK(codebooks.dim() == 3, "codebooks must be (m, k, s)");
+  const int64_t m = codebooks.size(0), k = codebooks.size(1), s = codebooks.size(2), n = codes.size(0);
+  check(codes, codebooks, m);
+  auto out = torch::empty({n, m * s}, codebooks.options());
+  AT_DISPATCH_INTEGRAL_TYPES(codes.scalar_type(), "gather", [&] {
+    gather_rows(codes.data_ptr<scalar_t>(), codebooks.data_ptr<float>(), out.data_ptr<float>(), n, m, k, s);
+  });
   return out;
+}
+
+torch::Tensor scatter(const torch::Tensor& grad, const torch::Tensor& codes, int64_t k) {
+  const int64_t n = codes.size(0), m = codes.dim() == 2 ? codes.size(1) : 0;
+  check(codes, grad, m);
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == n && m > 0 && grad.size(1) % m == 0,
+              "grad must be (n, m * s), one row per row of codes");
+  const int64_t s = grad.size(1) / m;
+  auto table = torch::zeros({m, k, s}, grad.options());
+  AT_DISPATCH_INTEGRAL_TYPES(codes.scalar_type(), "scatter", [&] {
+    scatter_rows(codes.data_ptr<scalar_t>(), grad.data_ptr<float>(), table.data_ptr<float>(), n, m, k, s);
+  });
+  return table;
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("scatter_rows", &scatter_rows, "a zeroed (rows, s) table with grad's rows added at index, in order");
+  module.def("gather", &gather, "(n, m * s) vectors of (n, m) codes from (m, k, s) codebooks");
+  module.def("scatter", &scatter, "the (m, k, s) codebook gradient of gather, summed in autograd's order");
 }

@@ -11,11 +11,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
 from asg.results import fit_version
 from asg.train import RUN_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+CONF = ROOT / "conf"
 
 
 def run_config(name: str, overrides: list[str], runs_dir: Path) -> dict | None:
@@ -28,13 +32,7 @@ def run_config(name: str, overrides: list[str], runs_dir: Path) -> dict | None:
     out = Path(runs_dir) / name
     metrics = ROOT / out / "metrics.json"
     if metrics.is_file():
-        saved = json.loads((ROOT / out / RUN_CONFIG).read_text())["overrides"]
-        if saved != overrides:
-            # a study whose settings changed must not pass an old run off as the new one
-            raise ValueError(
-                f"{out} finished with other overrides ({shlex.join(saved)}), not {shlex.join(overrides)}: "
-                "delete it to rerun, or give the run another name"
-            )
+        _check_same_run(out, overrides)
         print(f"{name}: skipped, {metrics} exists", flush=True)
         return json.loads(metrics.read_text())
     cmd = [sys.executable, "run.py", *overrides, f"hydra.run.dir={out}"]
@@ -44,6 +42,32 @@ def run_config(name: str, overrides: list[str], runs_dir: Path) -> dict | None:
         print(f"{name} failed (exit {proc.returncode})", flush=True)
         return None
     return json.loads(metrics.read_text())
+
+
+def _check_same_run(out: Path, overrides: list[str]) -> None:
+    """Refuse a finished run made with other settings: a study whose settings changed must not pass an old run off
+    as the new one."""
+    saved = ROOT / out / RUN_CONFIG
+    if saved.is_file():
+        old = json.loads(saved.read_text())["overrides"]
+        if old != overrides:
+            raise ValueError(
+                f"{out} finished with other overrides ({shlex.join(old)}), not {shlex.join(overrides)}: "
+                "delete it to rerun, or give the run another name"
+            )
+        return
+    # a run that finished before run_config.json was written: check the seed and `asg` settings its metrics record
+    metrics = json.loads((ROOT / out / "metrics.json").read_text())
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    recorded = {"seed": metrics["seed"], **{f"asg.{k}": v for k, v in metrics["asg"].items()}}
+    wanted = {"seed": cfg.seed, **{f"asg.{k}": v for k, v in OmegaConf.to_container(cfg.asg, resolve=True).items()}}
+    differ = sorted(k for k in recorded.keys() & wanted.keys() if recorded[k] != wanted[k])
+    if differ:
+        raise ValueError(
+            f"{out} finished with other settings ({', '.join(f'{k}={recorded[k]}' for k in differ)}), not "
+            f"{', '.join(f'{k}={wanted[k]}' for k in differ)}: delete it to rerun, or give the run another name"
+        )
 
 
 def read_run(run_dir: Path) -> dict | None:

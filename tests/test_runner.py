@@ -72,3 +72,16 @@ def test_seeds_of_two_k_means_versions_are_named_in_a_note():
         "- sg pools seeds fitted by different k-means versions: seed 1 at version 4 (fit rel. error 0.70000); "
         "seed 0 at an unknown version (fit rel. error 0.70000).",
     ]
+
+
+def test_a_run_from_before_run_configs_is_checked_by_the_settings_its_metrics_record(tmp_path, monkeypatch):
+    run_dir = tmp_path / "runs" / "pq"
+    run_dir.mkdir(parents=True)
+    asg = {"method": "pq", "m": 8, "k": 256, "seed": 3, "iters": 25}
+    (run_dir / "metrics.json").write_text(json.dumps({"seed": 3, "asg": asg, "scores": {"test/en/f1": 40.0}}))
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: pytest.fail("a finished run was started again"))
+    same = ["asg=pq", "asg.m=8", "asg.k=256", "seed=3", "asg.seed=3"]
+    assert runner.run_config("pq", same, "runs")["scores"] == {"test/en/f1": 40.0}
+    with pytest.raises(ValueError, match=r"other settings \(asg.m=8\), not asg.m=16: delete it"):
+        runner.run_config("pq", ["asg=pq", "asg.m=16", "asg.k=256", "seed=3", "asg.seed=3"], "runs")

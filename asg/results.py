@@ -49,6 +49,17 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config or record as {dotted key: leaf}; lists and empty mappings are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def exported_bytes_pct(compression: Mapping[str, Any]) -> float | None:
     """Kept bytes as `asg.export` stores them, code tables bit-packed (`bytes_kept_pct_packed`), as a percentage of
     the dense matrix; `bytes_kept_pct` (codes in their in-memory integer dtype) for methods without a code table."""

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from asg.results import fit_version
-from asg.train import RUN_CONFIG
+from asg.results import fit_version, flatten
+from asg.train import RUN_CONFIG, comparable_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -45,28 +44,31 @@ def run_config(name: str, overrides: list[str], runs_dir: Path) -> dict | None:
 
 
 def _check_same_run(out: Path, overrides: list[str]) -> None:
-    """Refuse a finished run made with other settings: a study whose settings changed must not pass an old run off
-    as the new one."""
-    saved = ROOT / out / RUN_CONFIG
-    if saved.is_file():
-        old = json.loads(saved.read_text())["overrides"]
-        if old != overrides:
+    """Refuse a finished run made with other settings: a study whose settings changed, by its overrides or by a
+    changed default under them, must not pass an old run off as the new one.
+
+    Keys that only one side has (one added or removed since) are not compared. A run from before run_config.json
+    existed is checked by the seed and `asg` settings its metrics.json records."""
+    run = ROOT / out
+    if (run / RUN_CONFIG).is_file():
+        saved = json.loads((run / RUN_CONFIG).read_text())
+        if saved["overrides"] != overrides:
             raise ValueError(
-                f"{out} finished with other overrides ({shlex.join(old)}), not {shlex.join(overrides)}: "
-                "delete it to rerun, or give the run another name"
+                f"{out} finished with other overrides ({shlex.join(saved['overrides'])}), not "
+                f"{shlex.join(overrides)}: delete it to rerun, or give the run another name"
             )
-        return
-    # a run that finished before run_config.json was written: check the seed and `asg` settings its metrics record
-    metrics = json.loads((ROOT / out / "metrics.json").read_text())
+        recorded = flatten(saved["config"])
+    else:
+        metrics = json.loads((run / "metrics.json").read_text())
+        recorded = flatten({"seed": metrics["seed"], "asg": metrics["asg"]})
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    recorded = {"seed": metrics["seed"], **{f"asg.{k}": v for k, v in metrics["asg"].items()}}
-    wanted = {"seed": cfg.seed, **{f"asg.{k}": v for k, v in OmegaConf.to_container(cfg.asg, resolve=True).items()}}
-    differ = sorted(k for k in recorded.keys() & wanted.keys() if recorded[k] != wanted[k])
+        wanted = flatten(comparable_config(compose("config", overrides=overrides)))
+    differ = sorted(key for key in recorded.keys() & wanted.keys() if recorded[key] != wanted[key])
     if differ:
         raise ValueError(
-            f"{out} finished with other settings ({', '.join(f'{k}={recorded[k]}' for k in differ)}), not "
-            f"{', '.join(f'{k}={wanted[k]}' for k in differ)}: delete it to rerun, or give the run another name"
+            f"{out} finished with {', '.join(f'{k}={recorded[k]}' for k in differ)}, but these overrides give "
+            f"{', '.join(f'{k}={wanted[k]}' for k in differ)} today: delete it to rerun, or give the "
+            "run another name"
         )
 
 

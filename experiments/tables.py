@@ -50,7 +50,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from asg.results import exported_bytes_pct, fit_version, write_bytes_atomic, write_text_atomic
+from asg.results import exported_bytes_pct, fit_version, flatten, write_bytes_atomic, write_text_atomic
 from experiments.runner import RESULTS
 
 DEFAULT_OUT = RESULTS / "tables"
@@ -92,17 +92,6 @@ def find_metrics(dirs: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{dotted key: leaf}; lists and empty mappings are leaves."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _ignored(key: str) -> bool:
     return any(key == k or key.startswith(f"{k}.") for k in IGNORED_KEYS)
 
@@ -124,7 +113,7 @@ def _comparable(cfg: Any, metrics: Mapping[str, Any], method: str) -> dict[str, 
         OmegaConf.update(cfg, "asg", metrics["asg"], merge=True)
     data = metrics.get("data")  # which folder held a local copy cannot change a result; the Hub instead can
     OmegaConf.update(cfg, "data.dir", data if data in (None, "hub") else "local copy")
-    for key in filter(_ignored, _flatten(OmegaConf.to_container(cfg))):
+    for key in filter(_ignored, flatten(OmegaConf.to_container(cfg))):
         OmegaConf.update(cfg, key, None)
     if method == BASE_METHOD:
         later = {}
@@ -133,7 +122,7 @@ def _comparable(cfg: Any, metrics: Mapping[str, Any], method: str) -> dict[str, 
         later = LATER_KEYS | {"asg.fit_version": UNSET if version is None else _value_text(version)}
     return later | {
         key: _value_text(value)
-        for key, value in _flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
         if not _ignored(key) and not (method == BASE_METHOD and key.startswith("asg."))
     }
 

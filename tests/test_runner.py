@@ -6,7 +6,9 @@ import json
 import subprocess
 
 import pytest
+from hydra import compose, initialize_config_dir
 
+from asg.train import comparable_config
 from experiments import runner
 
 
@@ -83,5 +85,31 @@ def test_a_run_from_before_run_configs_is_checked_by_the_settings_its_metrics_re
     monkeypatch.setattr(subprocess, "run", lambda *a, **kw: pytest.fail("a finished run was started again"))
     same = ["asg=pq", "asg.m=8", "asg.k=256", "seed=3", "asg.seed=3"]
     assert runner.run_config("pq", same, "runs")["scores"] == {"test/en/f1": 40.0}
-    with pytest.raises(ValueError, match=r"other settings \(asg.m=8\), not asg.m=16: delete it"):
+    with pytest.raises(ValueError, match=r"finished with asg.m=8, but these overrides give asg.m=16 today: delete it"):
         runner.run_config("pq", ["asg=pq", "asg.m=16", "asg.k=256", "seed=3", "asg.seed=3"], "runs")
+
+
+def test_a_finished_run_whose_defaults_changed_since_is_refused(tmp_path, monkeypatch):
+    overrides = ["asg=pq", "asg.m=8", "seed=1"]
+    with initialize_config_dir(config_dir=str(runner.CONF), version_base="1.3"):
+        config = comparable_config(compose("config", overrides=overrides))
+    run_dir = tmp_path / "runs" / "pq"
+    finished_run(run_dir, overrides, {"test/en/f1": 40.0})
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: pytest.fail("a finished run was started again"))
+
+    # what today's defaults give, plus a key since removed from the config: the same run
+    (run_dir / "run_config.json").write_text(
+        json.dumps({"config": config | {"removed_since": 1}, "overrides": overrides})
+    )
+    assert runner.run_config("pq", overrides, "runs")["scores"] == {"test/en/f1": 40.0}
+
+    # made when the codebook lr scale's default was another: not this run, though its overrides are the same
+    config["asg"]["codebook_lr_scale"] = 1.0
+    (run_dir / "run_config.json").write_text(json.dumps({"config": config, "overrides": overrides}))
+    with pytest.raises(
+        ValueError,
+        match=r"finished with asg.codebook_lr_scale=1.0, but these overrides give "
+        r"asg.codebook_lr_scale=10.0 today: delete it",
+    ):
+        runner.run_config("pq", overrides, "runs")

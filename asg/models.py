@@ -74,6 +74,10 @@ def load_tokenizer(
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, config=config, **tokenizer_kwargs)
     if not tokenizer.is_fast:
         raise ValueError(f"{name_or_path}: a fast tokenizer is needed for word alignment and offset mapping")
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and tokenizer.model_max_length > positions:
+        # repos without a tokenizer_config.json (BioBERT's) leave it unbounded; the model's positions bound it
+        tokenizer.model_max_length = positions
     return tokenizer
 
 

@@ -39,10 +39,26 @@ RUN_CONFIG = "run_config.json"
 KEEP = ("weights", "full", "none")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_training_settings(cfg: DictConfig) -> None:
+    """Fail before anything loads on a seed or learning rate that cannot train as meant."""
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ValueError(f"seed={cfg.seed!r} must be an integer")
+    lr = cfg.optimizer.get("lr")
+    if not _is_number(lr) or lr <= 0:
+        raise ValueError(f"optimizer.lr={lr!r} must be a positive number; set it with model.lr=..., e.g. model.lr=1e-4")
+
+
 def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
     """Fail before any data is read when the compression settings cannot fit this model."""
     if asg_cfg.method == "none":
         return
+    scale = asg_cfg.get("codebook_lr_scale")
+    if not _is_number(scale) or scale < 0:
+        raise ValueError(f"asg.codebook_lr_scale={scale!r} must be a number >= 0 (its lr is this times optimizer.lr)")
     resolve_fit_device(asg_cfg.get("fit_device"))
     storage_dtype(asg_cfg)
     get_method(asg_cfg.method).resolve(OmegaConf.to_container(asg_cfg, resolve=True), vocab, hidden)
@@ -193,6 +209,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         return json.loads((output_dir / METRICS).read_text())
     keep = checkpoint_keep(cfg.checkpoint.keep)
+    check_training_settings(cfg)
     task = cfg.task
     family, datamodule_cfg, module_cfg = task_recipe(cfg)
     name_or_path = resolve_name_or_path(cfg.model)

@@ -73,6 +73,13 @@ def test_tokenizers_keep_case(paper_dirs, model):
     assert tokenizer.tokenize("Aspirin") != tokenizer.tokenize("aspirin")
 
 
+@pytest.mark.parametrize(("model", "positions"), [("mbert", 512), ("xlmr", 512), ("biobert", 512), ("mt5", None)])
+def test_tokenizers_know_how_many_positions_the_model_takes(paper_dirs, model, positions):
+    # BioBERT's repo has no tokenizer_config.json, so its tokenizer alone would take sequences of any length
+    bound = tokenizer_for(paper_dirs, model).model_max_length
+    assert bound == positions if positions else bound > 10**6  # mT5's relative positions have no bound
+
+
 def test_biobert_without_its_tokenizer_setting_would_lower_case(paper_dirs):
     path = str(paper_dirs["biobert"])
     tokenizer = load_tokenizer(path, config=load_config(path, model_type="bert"))

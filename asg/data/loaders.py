@@ -39,6 +39,7 @@ class LanguageDataModule(pl.LightningDataModule):
         max_eval_samples: int | None = None,
     ) -> None:
         super().__init__()
+        _check_sizes(tokenizer, max_length, batch_size, eval_batch_size, max_train_samples, max_eval_samples)
         self.tokenizer, self.task, self.data_dir, self.max_length = tokenizer, task, data_dir, max_length
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
@@ -80,6 +81,40 @@ class LanguageDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self._rows("test", lang), self.eval_batch_size) for lang in self.eval_langs]
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_sizes(
+    tokenizer: PreTrainedTokenizerBase | None,
+    max_length: Any,
+    batch_size: Any,
+    eval_batch_size: Any,
+    max_train_samples: Any,
+    max_eval_samples: Any,
+) -> None:
+    """Fail before any data is read on sizes that would train on something else than asked, or fail mid-run."""
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if not _positive_int(value):
+            raise ValueError(f"data.{key}={value!r} must be a positive integer")
+    for key, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
+        if value is not None and not _positive_int(value):
+            raise ValueError(f"data.{key}={value!r} must be a positive integer, or null for the whole split")
+    if tokenizer is None:  # a datamodule that only lists its languages
+        return
+    special = tokenizer.num_special_tokens_to_add()
+    if not _positive_int(max_length) or max_length <= special:
+        raise ValueError(
+            f"max_length={max_length!r} must be an integer above the {special} special tokens a sequence carries; "
+            "raise data.max_length (task.max_length for QA)"
+        )
+    if max_length > tokenizer.model_max_length:
+        raise ValueError(
+            f"max_length={max_length} exceeds the {tokenizer.model_max_length} positions the model takes; lower "
+            "data.max_length (task.max_length for QA)"
+        )
 
 
 SHARED_DATA_KEYS = (

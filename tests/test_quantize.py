@@ -317,3 +317,21 @@ def test_kmeans_pp_picks_the_rows_of_a_float64_reference(minilm_rows):
     for seed in range(3):
         fast = _kmeans_pp(x, 64, torch.Generator().manual_seed(seed))
         assert torch.equal(fast, _reference_kmeans_pp(x, 64, torch.Generator().manual_seed(seed))), seed
+
+
+def test_seeding_rows_study_fits_each_row_count_next_to_the_rule_and_faiss(tmp_path, monkeypatch):
+    pytest.importorskip("faiss")
+    pytest.importorskip("psutil")
+    from experiments import pq_fit, seeding_rows
+
+    # one sub-space of s=48 floats, k=128: the rule seeds on all 6,000 rows, 8 rows per centroid on 4,096
+    job = {"matrix": "Gaussian", "source": "gaussian", "V": 6000, "d": 48, "m": 1, "k": 128}
+    monkeypatch.setattr(pq_fit, "jobs", lambda quick, e5_dir, settings: [job])
+    args = ["--rows", "8", "--settings", "1:128", "--matrices", "Gaussian", "--out-dir", str(tmp_path)]
+    [row] = seeding_rows.main(args)
+
+    fits = row["fits"]
+    assert list(fits) == ["faiss", "rule", "8"] and all(0 < f["rel_error"] < 1 for f in fits.values())
+    assert fits["8"]["rel_error"] != fits["rule"]["rel_error"]  # the fresh process really seeded on fewer rows
+    text = (tmp_path / "seeding_rows.md").read_text()
+    assert "| Gaussian | 1 | 128 | 48 | " in text and "python -m experiments.seeding_rows --rows 8" in text

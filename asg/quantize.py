@@ -43,10 +43,11 @@ BACKENDS = ("torch", "faiss")
 FIT_VERSION = 4
 # k-means++ seeding is sequential in k, so it runs on a row subsample: s rows per centroid in a sub-space of s
 # floats, within [16, 64] (at least _SEED_ROWS_MIN rows). Lloyd's iterations recover from a coarse seeding in few
-# dimensions but not in many. MiniLM, k=1024, 25 iterations: 16 rows per centroid instead of 64 moved the inertia
-# by +0.02% and +0.2% at s=12 (two seeds; 0.13% between the seeds at 64); at s=48 (m=8, k=512) the fit's relative
-# error rose from 0.8336 to 0.8356 at 16 rows, 0.8348 at 24 and 0.8338 at 48. Gaussian 120k x 384, m=4 (s=96),
-# k=512: 16/32/64/128 rows end at relative error 0.9429/0.9421/0.9419/0.9419
+# dimensions but not in many. `python -m experiments.seeding_rows` measures the trade
+# (experiments/results/seeding_rows/, 1 thread): at s=12 (m=32, k=1024) 8 to 64 rows move the relative error by
+# 0.0001 on e5-small and 0.0011 on MiniLM; at s=48 (m=8), 16 rows instead of 48 cut MiniLM's fit from 1.13-1.20x to
+# 0.86-0.87x of faiss's cpu time but raise e5-small's error above faiss's (0.82093 against 0.82069 at k=1024),
+# where 32 or more rows stay at or below it.
 _SEED_ROWS_PER_CENTROID = (16, 64)
 _SEED_ROWS_MIN = 4096
 # floats per (rows, k) block of distance scores. On CPU 4 MiB blocks beat 1 MiB ones although they leave L2: each

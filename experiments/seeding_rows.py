@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     except ValueError:
         parser.error("--settings takes m:k pairs (32:1024,8:512), --rows integers (16,32)")
     variants: list[str | int] = ["faiss", RULE, *counts]
-    command = "python -m experiments.seeding_rows " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(["python", "-m", "experiments.seeding_rows", *(argv if argv is not None else sys.argv[1:])])
     matrices = args.matrices.split(",")
     jobs = pq_fit.jobs(False, args.e5_dir or pq_fit._default_e5_dir(), set(settings))
     jobs = sorted((j for j in jobs if j["matrix"] in matrices), key=lambda j: matrices.index(j["matrix"]))

@@ -39,17 +39,21 @@ BACKENDS = ("torch", "faiss")
 # Part of every cache key: bump it whenever the same settings would give different codes, so stale fits miss.
 # 2: k-means++ seeding rewrite (ef88867). 3: exact nearest centroids (near-ties decided in float64), new seeding
 # arithmetic (one matmul per step), Hamerly-pruned Lloyd (same result as plain Lloyd). 4: k-means++ seeds on
-# s rows per centroid in [16, 64] instead of 64.
-FIT_VERSION = 4
+# s rows per centroid in [16, 64] instead of 64. 5: and at most half of the rows Lloyd's iterations fit on.
+FIT_VERSION = 5
 # k-means++ seeding is sequential in k, so it runs on a row subsample: s rows per centroid in a sub-space of s
-# floats, within [16, 64] (at least _SEED_ROWS_MIN rows). Lloyd's iterations recover from a coarse seeding in few
-# dimensions but not in many. `python -m experiments.seeding_rows` measures the trade
-# (experiments/results/seeding_rows/, 1 thread): at s=12 (m=32, k=1024) 8 to 64 rows move the relative error by
-# 0.0001 on e5-small and 0.0011 on MiniLM; at s=48 (m=8), 16 rows instead of 48 cut MiniLM's fit from 1.13-1.20x to
-# 0.86-0.87x of faiss's cpu time but raise e5-small's error above faiss's (0.82093 against 0.82069 at k=1024),
-# where 32 or more rows stay at or below it.
+# floats, within [16, 64], and at most half of the Lloyd sample (at least _SEED_ROWS_MIN rows). Lloyd's iterations
+# recover from a coarse seeding in few dimensions but not in many. `python -m experiments.seeding_rows` measures
+# the trade (experiments/results/seeding_rows/, 1 thread): at s=12 (m=32, k=1024) 8 to 64 rows move the relative
+# error by 0.0001 on e5-small and 0.0011 on MiniLM; at s=48 (m=8), 16 rows instead of 48 raise e5-small's error
+# above faiss's (0.82093 against 0.82069 at k=1024), where 32 or more rows stay at or below it. But where the
+# vocabulary is small for k (MiniLM's 30,522 rows at k=1024: all of them seeded), seeding costs as much as Lloyd
+# itself: 16 rows per centroid there cut the fit from 1.13-1.20x to 0.86-0.87x of faiss's cpu time, at errors
+# still below faiss's. The share cap gives MiniLM those rows (k=1024: 15, k=512: 30) and leaves e5-small's as they
+# were (its 256 k-row sample is never seeded past half).
 _SEED_ROWS_PER_CENTROID = (16, 64)
 _SEED_ROWS_MIN = 4096
+_SEED_SHARE = 0.5
 # floats per (rows, k) block of distance scores. On CPU 4 MiB blocks beat 1 MiB ones although they leave L2: each
 # block costs a dozen small ops (2^18..2^21 floats measured on e5-small's sub-spaces); an accelerator wants few
 # large matmuls, and 256 MiB blocks leave a GPU's memory to the model
@@ -238,9 +242,11 @@ def _sq_dist(x: Tensor, centroids: Tensor, codes: Tensor) -> Tensor:
 
 def _update(x: Tensor, codes: Tensor, dist: Tensor, k: int) -> Tensor:
     """New centroids (k, s) of one sub-space as cluster means; empty clusters take the farthest points."""
-    sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, codes, x)
+    sums = kernels.scatter(x, codes.unsqueeze(1), k)  # (1, k, s): index_add's sums in its order, 2-3x faster
+    if sums is None:
+        sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, codes, x)[None]
     counts = torch.bincount(codes, minlength=k)  # (k,)
-    centroids = sums / counts.clamp_min(1).unsqueeze(-1)  # (k, s)
+    centroids = sums[0] / counts.clamp_min(1).unsqueeze(-1)  # (k, s)
     empty = counts == 0
     if empty.any():
         # the worst-served points become new centroids: distinct and deterministic
@@ -257,7 +263,7 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
     """
     n = x.shape[0]
     per_centroid = min(max(x.shape[1], _SEED_ROWS_PER_CENTROID[0]), _SEED_ROWS_PER_CENTROID[1])
-    n_seed = min(n, max(_SEED_ROWS_MIN, k * per_centroid))
+    n_seed = min(n, max(_SEED_ROWS_MIN, min(k * per_centroid, int(n * _SEED_SHARE))))
     if n_seed < n:
         x = x[torch.randperm(n, generator=gen, device=x.device)[:n_seed]]  # (n_seed, s)
     trials = 2 + int(math.log(k))
@@ -336,9 +342,10 @@ def _lloyd(
         if len(redo):
             x_r, sq_r, slack_r = x.index_select(0, redo), x_sq.index_select(0, redo), slack.index_select(0, redo)
             codes_r, second = _nearest(x_r, centroids, slack_r, codes.index_select(0, redo), chunk_size)
+            moved = redo[codes_r != codes.index_select(0, redo)]  # the others keep their distance
             codes.index_copy_(0, redo, codes_r)
             lower.index_copy_(0, redo, bound(second, sq_r, slack_r))
-            dist.index_copy_(0, redo, _sq_dist(x_r, centroids, codes_r))
+            dist.index_copy_(0, moved, _sq_dist(x.index_select(0, moved), centroids, codes.index_select(0, moved)))
         previous, inertia = inertia, dist.sum(dtype=torch.float64).item()
         tick()
         log.debug("k-means iter %d: inertia %.6g, %d of %d rows rescanned", it, inertia, len(redo), n)

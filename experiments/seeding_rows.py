@@ -4,9 +4,10 @@
         [--matrices MiniLM,e5-small] [--threads 1] [--out-dir experiments/results/seeding_rows]
 
 `asg.quantize` seeds each sub-space on a row subsample (`_SEED_ROWS_PER_CENTROID`: s rows per centroid in a
-sub-space of s floats, within a range). Here every fit seeds on exactly R rows per centroid instead (at least
-`_SEED_ROWS_MIN` rows, at most all of them), for each R of --rows, next to the rule as it stands and faiss's
-ProductQuantizer; each fit in a fresh process through `experiments.pq_fit` (same matrices, defaults and timing).
+sub-space of s floats, within a range, and at most `_SEED_SHARE` of the sample). Here every fit seeds on exactly R
+rows per centroid instead (at least `_SEED_ROWS_MIN` rows, at most all of them), for each R of --rows, next to the
+rule as it stands and faiss's ProductQuantizer; each fit in a fresh process through `experiments.pq_fit` (same
+matrices, defaults and timing).
 This is the measurement behind the rule: the seeding's cost grows with R while Lloyd's iterations recover from a
 coarse start, more so in few dimensions than in many. Writes seeding_rows.{md,json} to --out-dir.
 """
@@ -33,6 +34,7 @@ def _fit(job: dict[str, Any], variant: str | int, threads: int) -> dict[str, Any
         from asg import quantize
 
         quantize._SEED_ROWS_PER_CENTROID = (variant, variant)
+        quantize._SEED_SHARE = 1.0
     return pq_fit._run_one(job, "faiss" if variant == "faiss" else "torch", threads)
 
 
@@ -51,7 +53,7 @@ def table(rows: list[dict[str, Any]], variants: list[str | int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    from asg.quantize import _SEED_ROWS_MIN, _SEED_ROWS_PER_CENTROID
+    from asg.quantize import _SEED_ROWS_MIN, _SEED_ROWS_PER_CENTROID, _SEED_SHARE
     from asg.results import write_json_atomic, write_text_atomic
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -96,9 +98,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"Each cell: relative error ||E - Ê||_F / ||E||_F, then cpu seconds of the whole `product_quantize` call "
             f"({args.threads} thread(s), a fresh process per fit, faiss's ProductQuantizer first) and the ratio to "
             f"faiss's cpu seconds. `{RULE}`: the seeding rows as `asg.quantize` chooses them (s rows per centroid "
-            f"within {list(_SEED_ROWS_PER_CENTROID)}, at least {_SEED_ROWS_MIN:,}); a number R: R rows per centroid "
-            f"(at least {_SEED_ROWS_MIN:,}, at most the whole sample). Machine: {versions['cpu']}; "
-            f"{versions['asg nearest-centroid search']}. Load averages before each fit are in seeding_rows.json.",
+            f"within {list(_SEED_ROWS_PER_CENTROID)}, at most {_SEED_SHARE:g} of the sample, at least "
+            f"{_SEED_ROWS_MIN:,}); a number R: R rows per centroid (at least {_SEED_ROWS_MIN:,}, at most the whole "
+            f"sample). Machine: {versions['cpu']}; {versions['asg nearest-centroid search']}. Load averages before "
+            "each fit are in seeding_rows.json.",
             "",
             table(rows, variants),
             *([""] + [f"- missing: {m}" for m in missing] if missing else []),

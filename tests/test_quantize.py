@@ -319,13 +319,29 @@ def test_kmeans_pp_picks_the_rows_of_a_float64_reference(minilm_rows):
         assert torch.equal(fast, _reference_kmeans_pp(x, 64, torch.Generator().manual_seed(seed))), seed
 
 
+def test_kmeans_pp_seeds_on_at_most_half_of_a_small_sample(minilm_dir):
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from asg.quantize import _kmeans_pp
+
+    with safe_open(str(Path(minilm_dir) / "model.safetensors"), framework="pt") as f:
+        x = f.get_tensor("embeddings.word_embeddings.weight")[:10000, :12].float().contiguous()
+    # s=12 asks for 16 rows per centroid, 16,384 at k=1024: more than half of the 10,000, so 5,000 are seeded
+    gen = torch.Generator().manual_seed(0)
+    half = x[torch.randperm(len(x), generator=gen)[:5000]]
+    assert torch.equal(_kmeans_pp(x, 1024, torch.Generator().manual_seed(0)), _reference_kmeans_pp(half, 1024, gen))
+
+
 def test_seeding_rows_study_fits_each_row_count_next_to_the_rule_and_faiss(tmp_path, monkeypatch):
     pytest.importorskip("faiss")
     pytest.importorskip("psutil")
     from experiments import pq_fit, seeding_rows
 
-    # one sub-space of s=48 floats, k=128: the rule seeds on all 6,000 rows, 8 rows per centroid on 4,096
-    job = {"matrix": "Gaussian", "source": "gaussian", "V": 6000, "d": 48, "m": 1, "k": 128}
+    # one sub-space of s=48 floats, k=128: the rule seeds on 48 x 128 = 6,144 of the 12,000 rows, 8 rows per
+    # centroid on 4,096 (the least it seeds on)
+    job = {"matrix": "Gaussian", "source": "gaussian", "V": 12000, "d": 48, "m": 1, "k": 128}
     monkeypatch.setattr(pq_fit, "jobs", lambda quick, e5_dir, settings: [job])
     args = ["--rows", "8", "--settings", "1:128", "--matrices", "Gaussian", "--out-dir", str(tmp_path)]
     [row] = seeding_rows.main(args)

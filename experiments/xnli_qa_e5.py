@@ -185,9 +185,10 @@ def seed_runs(runs: dict[str, dict | None], name: str) -> list[dict]:
 
 
 def choose(study: Study, runs: dict[str, dict | None]) -> str | None:
-    """The ASG run with the best final held-out dev score, once every candidate has one (else None)."""
+    """The ASG run with the best final held-out dev score, once every candidate has one (else None); a study
+    without candidates chooses the default `pq` once it has run."""
     names = ["pq", *study.candidates]
-    if not study.candidates or any(runs.get(n) is None for n in names):
+    if any(runs.get(n) is None for n in names):
         return None
     return max(names, key=lambda n: runs[n]["scores"][study.dev_metric])
 

@@ -73,6 +73,24 @@ def test_a_chosen_candidate_is_tested_once_with_its_own_settings(monkeypatch):
     assert "## Test (accuracy, ASG = `pq_cb30_test`)" in text
 
 
+def test_a_study_without_candidates_repeats_the_default_over_the_other_seeds(monkeypatch):
+    started = []
+
+    def fake_run_config(name, overrides, runs_dir):
+        started.append(name)
+        return {"scores": {"val/en/f1": 50.0, "test/en/f1": 50.0}}
+
+    monkeypatch.setattr(study_script, "run_config", fake_run_config)
+    monkeypatch.setattr(
+        study_script.OmegaConf, "load", lambda path: argparse.Namespace(trainer=argparse.Namespace(max_epochs=2))
+    )
+    args = argparse.Namespace(e5_dir=".cache/e5-small", data_dir="../shared/data")
+    qa = study_script.STUDIES["qa"]
+    assert not qa.candidates
+    study_script.run_all(qa, args, None)
+    assert started == ["none", "pq", "none_s1", "pq_s1", "none_s2", "pq_s2"]
+
+
 def test_only_starts_the_named_runs_and_reads_the_others(monkeypatch, tmp_path):
     monkeypatch.setattr(study_script, "run_config", lambda name, *a: fake_run(50.0, {"en": 50.0}))
     monkeypatch.setattr(study_script, "RESULTS", tmp_path)  # no finished run there

@@ -1,0 +1,204 @@
+"""How low a fit error a byte budget allows: the Gaussian rate-distortion bound against the dev-selected fits.
+
+    python -m experiments.rate_distortion [--e5-dir DIR] [--out-dir experiments/results/rate_distortion]
+
+For a word embedding E (V x d) with row covariance eigenvalues l_1..l_d, reverse water-filling gives the lowest
+mean squared error per row that any code of R bits per row reaches on a Gaussian source with that covariance:
+D(R) = sum_i min(theta, l_i), with theta set so that R = sum_i max(0, log2(l_i / theta) / 2) (Cover & Thomas,
+Elements of Information Theory, 10.3.3). As a fit error, like `rel_error`, that is sqrt(V D(R)) / ||E||_F.
+A byte budget gives a row R = budget x d x 32 bits, as if every stored byte went to that row's codes (no
+codebooks, the mean for free), so the bound is an optimistic one for every method here.
+
+Against it, every test cell of the committed dev-selection studies (`experiments.dev_selection`: each method at its
+dev-chosen settings, at 0.4% of the parameters and at each byte budget): its bytes as exported, its seeds' mean fit
+error, the bound at those bytes, and its test score as a share of the dense mean. The bound holds for a Gaussian
+source, not for E; how far the fits sit above it, at every budget, is what says whether better codes could close
+the gap. It weighs every vocabulary row alike: a method that spends its bits on the rows text uses (tiered ASG)
+can score above what its error over all rows suggests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
+from experiments.dev_selection import SETTINGS
+from experiments.pq_fit import HINTS, _default_e5_dir, _load, _real_file
+from experiments.runner import RESULTS, command_line
+
+# matrix source -> (name, the dev-selection setting that fine-tunes it)
+MATRICES = {"e5": ("multilingual-e5-small", "wikiann_e5"), "minilm": ("all-MiniLM-L6-v2", "bc5cdr_minilm")}
+BUDGETS = (0.5, 1, 2, 5)  # % of the float32 V x d bytes
+KEPT = 95  # the share of the dense score whose fit errors the report traces back to bytes
+
+
+def spectrum(weight: torch.Tensor) -> dict[str, Any]:
+    """The row covariance's eigenvalues (float64, ascending), V and ||E||_F^2 of a (V, d) matrix."""
+    e = weight.double()
+    centred = e - e.mean(0)
+    eigenvalues = torch.linalg.eigvalsh(centred.T @ centred / e.shape[0]).clamp(min=0)
+    return {"eigenvalues": eigenvalues, "vocab": e.shape[0], "total_sq": float((e * e).sum())}
+
+
+def bound_error(spec: dict[str, Any], bits: float) -> float:
+    """The reverse water-filling bound at `bits` per row, as a relative Frobenius error of the whole matrix."""
+    lam = spec["eigenvalues"][spec["eigenvalues"] > 0]
+    if bits <= 0:
+        distortion = float(lam.sum())
+    else:
+        lo, hi = math.log(float(lam.min())) - 2 * bits, math.log(float(lam.max()))  # log theta brackets the rate
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            rate = float((torch.log2(lam) - mid / math.log(2)).clamp(min=0).sum()) / 2
+            lo, hi = (mid, hi) if rate > bits else (lo, mid)
+        distortion = float(torch.minimum(lam, torch.tensor(math.exp(hi), dtype=lam.dtype)).sum())
+    return math.sqrt(spec["vocab"] * distortion / spec["total_sq"])
+
+
+def budget_bits(pct: float, dim: int) -> float:
+    """Bits per row that `pct` % of the float32 (V, dim) matrix's bytes hold."""
+    return pct / 100 * dim * 32
+
+
+def bytes_for_error(spec: dict[str, Any], dim: int, error: float) -> float:
+    """The smallest byte budget (% of float32) at which the bound reaches `error`."""
+    lo, hi = 0.0, 100.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if bound_error(spec, budget_bits(mid, dim)) <= error else (mid, hi)
+    return hi
+
+
+def study_cells(study: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """Each tested configuration of a dev-selection study with every seed run: its label, seeds, bytes as exported,
+    mean fit error and mean test score as a share of the dense mean."""
+    dense = [r["scores"][metric] for r in study["none"]["tests"].values() if r]
+    groups = []
+    for method, entry in study.items():
+        if method == "none":
+            continue
+        groups.append((f"{method} at 0.4% of the parameters", entry["tests"]))
+        for storage, budgets in entry.get("bytes", {}).items():
+            tag = "" if storage == "float32" else f", {storage} codebooks"
+            groups += [(f"{method}{tag} at {b}% of the bytes", runs) for b, runs in budgets.items()]
+    cells = []
+    for label, runs in groups:
+        if not runs or not dense or any(r is None for r in runs.values()):
+            continue
+        done = list(runs.values())
+        cells.append(
+            {
+                "cell": label,
+                "seeds": len(done),
+                "bytes_pct": exported_bytes_pct(done[0]["compression"]),
+                "rel_error": statistics.mean(r["compression"]["rel_error"] for r in done),
+                "score_pct": 100 * statistics.mean(r["scores"][metric] for r in done) / statistics.mean(dense),
+            }
+        )
+    return sorted(cells, key=lambda c: c["bytes_pct"])
+
+
+def measure(source: str, weight: torch.Tensor, study: dict[str, Any] | None, metric: str) -> dict[str, Any]:
+    """The bound at each budget, and each study cell against the bound at its own bytes."""
+    spec, dim = spectrum(weight), weight.shape[1]
+    out: dict[str, Any] = {
+        "matrix": MATRICES[source][0],
+        "shape": list(weight.shape),
+        "mean_share_pct": 100 * (1 - float(spec["eigenvalues"].sum()) * spec["vocab"] / spec["total_sq"]),
+        "bound": [
+            {"bytes_pct": b, "bits": budget_bits(b, dim), "rel_error": bound_error(spec, budget_bits(b, dim))}
+            for b in BUDGETS
+        ],
+        "cells": [],
+    }
+    for cell in study_cells(study, metric) if study else []:
+        cell["bound"] = bound_error(spec, budget_bits(cell["bytes_pct"], dim))
+        out["cells"].append(cell)
+    kept = [c for c in out["cells"] if c["score_pct"] >= KEPT]
+    if kept:
+        worst = max(kept, key=lambda c: c["rel_error"])
+        out["kept"] = worst | {"bound_bytes_pct": bytes_for_error(spec, dim, worst["rel_error"])}
+    return out
+
+
+def report(rows: list[dict[str, Any]], missing: list[str]) -> str:
+    lines = [
+        "# How low a fit error the bytes allow",
+        "",
+        f"Command: `{command_line('experiments.rate_distortion')}`",
+        "",
+        "Bound: reverse water-filling over the row covariance's eigenvalues, the lowest error any code reaches on a",
+        "Gaussian source with that covariance, with every stored byte spent on the row's codes (optimistic for every",
+        "method). Cells: the committed dev-selection studies' tests (`experiments.dev_selection`), each at its",
+        "dev-chosen settings; fit error and score are means over the cell's seeds, score as % of the dense mean.",
+    ]
+    for row in rows:
+        lines += ["", f"## {row['matrix']} ({row['shape'][0]:,} x {row['shape'][1]})", ""]
+        lines.append(f"The mean row holds {row['mean_share_pct']:.1f}% of ||E||_F^2 (counted free in the bound).")
+        lines += ["", "| bytes kept % | bits per row | bound on the fit's rel. error |", "|---|---|---|"]
+        lines += [f"| {b['bytes_pct']:g} | {b['bits']:.1f} | {b['rel_error']:.3f} |" for b in row["bound"]]
+        if not row["cells"]:
+            lines += ["", "No dev-selection cell has every seed run yet."]
+            continue
+        lines += [
+            "",
+            "| cell | seeds | bytes kept % | fit rel. error | bound at those bytes | above the bound "
+            "| score % of dense |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c['cell']} | {c['seeds']} | {c['bytes_pct']:.3f} | {c['rel_error']:.3f} | {c['bound']:.3f} | "
+            f"{c['rel_error'] - c['bound']:+.3f} | {c['score_pct']:.1f} |"
+            for c in row["cells"]
+        ]
+        above = [c["rel_error"] - c["bound"] for c in row["cells"]]
+        lines += ["", f"Every cell's fit sits {min(above):.3f} to {max(above):.3f} above the bound at its bytes."]
+        if "kept" in row:
+            k = row["kept"]
+            lines += [
+                "",
+                f"Of the cells that kept >= {KEPT}% of the dense score, the highest fit error is {k['rel_error']:.3f} "
+                f"({k['cell']}, {k['score_pct']:.1f}%). The bound reaches that error only at "
+                f"{k['bound_bytes_pct']:.2f}% of the bytes: below that, even an ideal code for a Gaussian source of "
+                "this covariance has a higher error.",
+            ]
+        else:
+            lines += ["", f"No cell kept >= {KEPT}% of the dense score."]
+    if missing:
+        lines += ["", "Not measured:", *missing]
+    return "\n".join([*lines, ""])
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--e5-dir", type=Path, default=_default_e5_dir())
+    parser.add_argument("--out-dir", type=Path, default=RESULTS / "rate_distortion")
+    args = parser.parse_args(argv)
+    rows, missing = [], []
+    for source, (name, setting) in MATRICES.items():
+        path = _real_file(source, args.e5_dir)
+        if path is None or not path.is_file():
+            missing.append(f"- {name}: no matrix; {HINTS[source]}")
+            continue
+        study_file = RESULTS / f"dev_selection_{setting}" / "dev_selection.json"
+        study = json.loads(study_file.read_text())["study"] if study_file.is_file() else None
+        if study is None:
+            missing.append(f"- {name}: no {study_file.relative_to(RESULTS.parent.parent)}: bound only")
+        metric = SETTINGS[setting]["test_metric"]
+        rows.append(measure(source, _load({"source": source, "path": path}), study, metric))
+    write_json_atomic(args.out_dir / "rate_distortion.json", {"rows": rows, "missing": missing})
+    text = report(rows, missing)
+    write_text_atomic(args.out_dir / "rate_distortion.md", text)
+    print(text)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

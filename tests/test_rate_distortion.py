@@ -1,0 +1,89 @@
+"""experiments.rate_distortion: the water-filling bound against closed forms, and the cells read from a study."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from experiments import rate_distortion as rd
+
+
+def flat(eigenvalues: list[float], vocab: int = 1) -> dict:
+    """A spectrum of centred rows: ||E||_F^2 = V x the eigenvalues' sum."""
+    lam = torch.tensor(eigenvalues, dtype=torch.float64)
+    return {"eigenvalues": lam, "vocab": vocab, "total_sq": vocab * float(lam.sum())}
+
+
+@pytest.mark.parametrize("bits", [0, 8, 96, 400])
+def test_white_spectrum_loses_half_a_bit_of_error_per_bit_per_dimension(bits):
+    # d equal eigenvalues: every dimension gets bits / d, and the error is 2^(-bits / d)
+    assert rd.bound_error(flat([1.0] * 48, vocab=10), bits) == pytest.approx(2 ** (-bits / 48), rel=1e-6)
+
+
+def test_water_filling_gives_bits_to_the_large_eigenvalue_first():
+    spec = flat([4.0, 1.0])
+    # half a bit: theta = 2 covers the small one, D = 2 + 1
+    assert rd.bound_error(spec, 0.5) == pytest.approx(math.sqrt(3 / 5), rel=1e-6)
+    # two bits: both active at theta = 1/2, D = 1
+    assert rd.bound_error(spec, 2) == pytest.approx(math.sqrt(1 / 5), rel=1e-6)
+
+
+def test_spectrum_of_a_scaled_gaussian_and_the_inverse_budget():
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(40_000, 4, generator=gen) * torch.tensor([2.0, 1.0, 1.0, 0.5]) + 3.0
+    spec = rd.spectrum(weight)
+    assert spec["eigenvalues"].tolist() == pytest.approx([0.25, 1.0, 1.0, 4.0], rel=0.05)
+    assert spec["total_sq"] == pytest.approx(float((weight.double() ** 2).sum()))
+    pct = rd.bytes_for_error(spec, 4, 0.2)  # the mean (3.0 per dimension) is free: the error starts below 1
+    assert rd.bound_error(spec, rd.budget_bits(pct, 4)) == pytest.approx(0.2, abs=1e-6)
+    assert rd.bound_error(spec, rd.budget_bits(0.99 * pct, 4)) > 0.2
+    assert rd.budget_bits(1, 384) == pytest.approx(122.88)
+
+
+def run(score: float, error: float, bytes_pct: float) -> dict:
+    return {"scores": {"test/avg/f1": score}, "compression": {"rel_error": error, "bytes_kept_pct_packed": bytes_pct}}
+
+
+STUDY = {
+    "none": {"tests": {"none_s1": run(50.0, 0.0, 100.0), "none_s2": run(52.0, 0.0, 100.0)}},
+    "pq": {
+        "tests": {"pq_s1": run(48.0, 0.58, 3.0), "pq_s2": run(50.0, 0.60, 3.0)},
+        "bytes": {
+            "float32": {"1": {"pq_b1_s1": run(30.0, 0.8, 1.0), "pq_b1_s2": None}, "2": {}},
+            "float16": {"5": {"pq_f16_s1": run(51.0, 0.4, 4.9)}},
+        },
+    },
+}
+
+
+def test_cells_are_the_fully_run_configurations_against_the_dense_mean():
+    cells = rd.study_cells(STUDY, "test/avg/f1")
+    assert [c["cell"] for c in cells] == [
+        "pq at 0.4% of the parameters",  # the 1% cell misses a seed and the 2% one has none: both left out
+        "pq, float16 codebooks at 5% of the bytes",
+    ]
+    assert cells[0] | {} == {
+        "cell": "pq at 0.4% of the parameters",
+        "seeds": 2,
+        "bytes_pct": 3.0,
+        "rel_error": pytest.approx(0.59),
+        "score_pct": pytest.approx(100 * 49 / 51),
+    }
+
+
+def test_report_traces_the_kept_cells_error_back_to_bytes(monkeypatch):
+    weight = torch.randn(5_000, 16, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setitem(rd.MATRICES, "gauss", ("a Gaussian", "none"))
+    row = rd.measure("gauss", weight, STUDY, "test/avg/f1")
+    assert [b["bytes_pct"] for b in row["bound"]] == list(rd.BUDGETS)
+    assert [b["rel_error"] for b in row["bound"]] == sorted((b["rel_error"] for b in row["bound"]), reverse=True)
+    kept = row["kept"]  # 96.1% and 100% of dense kept; the highest error among them is the 0.4%-parameters cell's
+    assert kept["cell"] == "pq at 0.4% of the parameters" and kept["rel_error"] == pytest.approx(0.59)
+    assert rd.bound_error(rd.spectrum(weight), rd.budget_bits(kept["bound_bytes_pct"], 16)) == pytest.approx(0.59)
+    text = rd.report([row], ["- e5: no matrix"])
+    assert f"The bound reaches that error only at {kept['bound_bytes_pct']:.2f}% of the bytes" in text
+    assert "| pq at 0.4% of the parameters | 2 | 3.000 | 0.590 |" in text
+    assert text.rstrip().endswith("- e5: no matrix")
+    assert "Every cell's fit sits" in text

@@ -17,7 +17,8 @@ share the work. The report is written whole from the runs there are.
 Equal stored bytes: each compressed method then runs at every `BYTES_BUDGETS` share of the float32 embedding's
 bytes (`asg.budget_bytes_pct`, code table bit-packed as exported), with its dev-chosen lr, scale and epochs and the
 same test seeds; pq and rq at the most sub-spaces that leave 64 centroids or more (`asg.methods.widest_m`, a
-sizing rule, not a dev selection); pq and tiered also with float16 codebooks (`HALF_STORAGE`).
+sizing rule, not a dev selection); pq and tiered also with float16 codebooks (`HALF_STORAGE`). pareto_bytes.png
+draws each fully-run cell's mean test score, as a share of the dense mean, against its bytes kept.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from asg.methods import get_method, widest_m
-from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
+from asg.results import exported_bytes_pct, write_bytes_atomic, write_json_atomic, write_text_atomic
+from experiments import tables
 from experiments.ablation import SETTINGS as ABLATION
 from experiments.runner import RESULTS, ROOT, fit_version_notes, mean_std, read_run, run_config
 
@@ -309,6 +311,9 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
             winners.append(f"- {budget}% of the bytes: **{cells[0][1]}**, {cells[0][2]}{runner_up}")
     if winners:
         lines += ["", "Best mean test score at each budget, among the methods with every seed run:", "", *winners]
+    if pareto_points(study, test, dense):
+        lines += ["", "Every cell with all its seeds, and the 0.4%-of-parameters tests, by bytes kept:", ""]
+        lines.append("![test score as % of dense against bytes kept %](pareto_bytes.png)")
     return lines + fit_version_notes(pooled)
 
 
@@ -378,6 +383,25 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
     return "\n".join(lines)
 
 
+def pareto_points(study: dict[str, dict], test: str, dense: float | None) -> dict[str, list[tuple[float, float]]]:
+    """Per method (and codebook storage), (bytes kept %, mean test score as % of `dense`, the dense mean) of each
+    tested configuration with every seed run: its dev-chosen point at 0.4% of the parameters and each byte budget."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for method, entry in study.items() if dense else ():
+        if method == "none":
+            continue
+        groups = [(method, entry.get("tests", {}))]
+        for storage, budgets in entry["bytes"].items():
+            label = method if storage == "float32" else f"{method}, {storage} codebooks"
+            groups += [(label, runs) for runs in budgets.values()]
+        for label, runs in groups:
+            if runs and all(runs.values()):
+                done = list(runs.values())
+                score = statistics.mean(r["scores"][test] for r in done) / dense
+                points.setdefault(label, []).append((exported_bytes_pct(done[0]["compression"]), 100 * score))
+    return points
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", choices=sorted(SETTINGS), required=True)
@@ -397,6 +421,11 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(out / "dev_selection.json", {"command": command, "chosen": chosen, "study": study})
     text = report(args.setting, study, command)
     write_text_atomic(out / "README.md", text)
+    test = SETTINGS[args.setting]["test_metric"]
+    dense = [r["scores"][test] for r in study["none"]["tests"].values() if r]
+    if points := pareto_points(study, test, statistics.mean(dense) if dense else None):
+        title = f"{args.setting}: dev-chosen settings, mean of {len(TEST_SEEDS)} seeds"
+        write_bytes_atomic(out / "pareto_bytes.png", tables.pareto_png(points, [100.0], title))
     print(text)
 
 

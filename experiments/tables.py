@@ -438,7 +438,11 @@ def pareto_plot(cells: pd.DataFrame, stats: pd.DataFrame, title: str) -> bytes |
         return None
     bases = cells[cells.index.isin(cells.base)].bytes_kept_pct
     base_x = [x for c, x in bases.items() if stats.n[c, "avg"] and x > 0]  # NaN is not > 0
+    return pareto_png(points, base_x, title)
 
+
+def pareto_png(points: Mapping[str, Sequence[tuple[float, float]]], base_x: Sequence[float], title: str) -> bytes:
+    """PNG of (kept bytes %, relative score %) points, log x, one line per name; the dense bases as stars at 100."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter

@@ -106,6 +106,13 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
     assert "| 0.5 | pq | m=8, k=64 | 2.500 | 0.400 | 0.700 | 42.00 ± 1.00 | 3 | 84.0 |" in text
     assert "| 0.5 | pq, float16 codebooks | m=8, k=64 | 2.500 | 0.400 | 0.700 | 43.00 ± 1.00 | 3 | 86.0 |" in text
     assert "- 5% of the bytes: **pq, float16 codebooks**, 43.00 ± 1.00 (next: pq, 42.00 ± 1.00)" in text
+    # the Pareto figure's points: every fully-run cell as % of the dense mean (50), by bytes kept
+    points = study.pareto_points(result, "test/avg/f1", 50.0)
+    assert points == {"pq": [(2.5, 84.0)] * 5, "pq, float16 codebooks": [(2.5, 86.0)] * 4}
+    assert "![test score as % of dense against bytes kept %](pareto_bytes.png)" in text
+    result["pq"]["tests"][f"{chosen}_ep1_seed1"] = None  # a cell short of a seed is left out
+    assert study.pareto_points(result, "test/avg/f1", 50.0)["pq"] == [(2.5, 84.0)] * 4
+    assert study.pareto_points(result, "test/avg/f1", None) == {}  # no dense score: nothing to divide by
 
 
 def test_a_choice_on_an_edge_tries_the_next_ladder_step_beyond_it():

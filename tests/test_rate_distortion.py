@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -11,9 +12,9 @@ from experiments import rate_distortion as rd
 
 
 def flat(eigenvalues: list[float], vocab: int = 1) -> dict:
-    """A spectrum of centred rows: ||E||_F^2 = V x the eigenvalues' sum."""
+    """A spectrum of centred rows, each of squared norm the eigenvalues' sum."""
     lam = torch.tensor(eigenvalues, dtype=torch.float64)
-    return {"eigenvalues": lam, "vocab": vocab, "total_sq": vocab * float(lam.sum())}
+    return {"eigenvalues": lam, "row_sq": torch.full((vocab,), float(lam.sum()), dtype=torch.float64)}
 
 
 @pytest.mark.parametrize("bits", [0, 8, 96, 400])
@@ -30,12 +31,26 @@ def test_water_filling_gives_bits_to_the_large_eigenvalue_first():
     assert rd.bound_error(spec, 2) == pytest.approx(math.sqrt(1 / 5), rel=1e-6)
 
 
+def test_row_weights_share_the_bits_as_the_weighted_variances_ask():
+    # one dimension of variance 1, rows weighted 4 and 1: the components of variance 4 and 1 of the case above
+    spec = {"eigenvalues": torch.tensor([1.0], dtype=torch.float64), "row_sq": torch.ones(2, dtype=torch.float64)}
+    weights = torch.tensor([4.0, 1.0])
+    assert rd.bound_error(spec, 0.25, weights) == pytest.approx(math.sqrt(3 / 5), rel=1e-6)  # 0.5 bits, all to row 0
+    assert rd.bound_error(spec, 1.0, weights) == pytest.approx(math.sqrt(1 / 5), rel=1e-6)
+    assert rd.bound_error(spec, 0.25) == pytest.approx(2**-0.25, rel=1e-6)  # unweighted: a quarter bit each
+    # a row of weight 0 takes no bits: the other row gets them all
+    assert rd.bound_error(spec, 0.5, torch.tensor([1.0, 0.0])) == pytest.approx(0.5, rel=1e-6)
+    # uniform weights are the unweighted bound
+    white = flat([1.0, 2.0, 3.0], vocab=5)
+    assert rd.bound_error(white, 3.0, torch.full((5,), 7.0)) == pytest.approx(rd.bound_error(white, 3.0), rel=1e-6)
+
+
 def test_spectrum_of_a_scaled_gaussian_and_the_inverse_budget():
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(40_000, 4, generator=gen) * torch.tensor([2.0, 1.0, 1.0, 0.5]) + 3.0
     spec = rd.spectrum(weight)
     assert spec["eigenvalues"].tolist() == pytest.approx([0.25, 1.0, 1.0, 4.0], rel=0.05)
-    assert spec["total_sq"] == pytest.approx(float((weight.double() ** 2).sum()))
+    assert spec["row_sq"].sum() == pytest.approx(float((weight.double() ** 2).sum()))
     pct = rd.bytes_for_error(spec, 4, 0.2)  # the mean (3.0 per dimension) is free: the error starts below 1
     assert rd.bound_error(spec, rd.budget_bits(pct, 4)) == pytest.approx(0.2, abs=1e-6)
     assert rd.bound_error(spec, rd.budget_bits(0.99 * pct, 4)) > 0.2
@@ -87,3 +102,26 @@ def test_report_traces_the_kept_cells_error_back_to_bytes(monkeypatch):
     assert "| pq at 0.4% of the parameters | 2 | 3.000 | 0.590 |" in text
     assert text.rstrip().endswith("- e5: no matrix")
     assert "Every cell's fit sits" in text
+
+
+def test_unigram_weights_come_from_sentencepiece_scores(tmp_path):
+    pieces = [["<s>", 0.0], ["a", math.log(0.5)], ["b", math.log(0.25)]]
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "Unigram", "vocab": pieces}}))
+    weights = rd.unigram_weights(tmp_path / "tokenizer.json", 4)  # one embedding row past the pieces
+    assert weights.tolist() == pytest.approx([0.4, 0.4, 0.2, 0.0])  # the control symbol at the likeliest piece's
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {"a": 0}}}))
+    assert rd.unigram_weights(tmp_path / "tokenizer.json", 4) is None
+    assert rd.unigram_weights(tmp_path / "absent.json", 4) is None
+
+
+def test_weighted_bound_needs_fewer_bytes_where_few_rows_carry_the_weight(monkeypatch):
+    weight = torch.randn(2_000, 16, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setitem(rd.MATRICES, "gauss", ("a Gaussian", "none"))
+    unigram = torch.zeros(2_000, dtype=torch.float64)
+    unigram[:20] = 1 / 20  # a hundredth of the rows carry every occurrence
+    row = rd.measure("gauss", weight, STUDY, "test/avg/f1", unigram)
+    assert all(b["weighted"] < b["rel_error"] for b in row["bound"])
+    assert row["kept"]["weighted_bytes_pct"] < row["kept"]["bound_bytes_pct"]
+    text = rd.report([row], [])
+    assert f"the bound reaches that error at {row['kept']['weighted_bytes_pct']:.2f}% of the bytes" in text
+    assert "no unigram tokenizer" in rd.report([rd.measure("gauss", weight, STUDY, "test/avg/f1")], [])

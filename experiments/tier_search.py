@@ -14,6 +14,7 @@ experiments/results/tier_search_e5/ README.md and results.json whole.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -22,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from asg.data import conll
 from asg.methods import get_method, storage_dtype
 from asg.results import write_json_atomic, write_text_atomic
+from experiments import rate_distortion
 from experiments.runner import RESULTS
 
 OUT = RESULTS / "tier_search_e5"
@@ -66,8 +68,8 @@ def english_train_ids(data_dir: str, tokenizer: PreTrainedTokenizerBase, samples
     return torch.tensor([i for row in ids for i in row])
 
 
-def search(weight: Tensor, counts: Tensor, budget: float) -> list[dict]:
-    """Every layout's size at the budget and its two fit errors, in `LAYOUTS` order."""
+def search(weight: Tensor, counts: Tensor, budget: float, unigram: Tensor | None = None) -> list[dict]:
+    """Every layout's size at the budget and its fit errors (with `unigram` weights, a third), in `LAYOUTS` order."""
     vocab, hidden = weight.shape
     rows = []
     for fractions, m in LAYOUTS:
@@ -90,11 +92,18 @@ def search(weight: Tensor, counts: Tensor, budget: float) -> list[dict]:
                 "rel_error": weighted_error(weight, approx, torch.ones(vocab, dtype=torch.float64)),
                 "usage_error": weighted_error(weight, approx, counts),
             }
+            | ({"unigram_error": weighted_error(weight, approx, unigram)} if unigram is not None else {})
         )
     return rows
 
 
-def report(rows: list[dict], command: str, args: argparse.Namespace, tokens: int) -> str:
+def _tiers(row: dict) -> str:
+    return ", ".join(f"{n:,} m={m}" for n, m in zip(row["tier_rows"], row["tier_m"], strict=True))
+
+
+def report(
+    rows: list[dict], command: str, args: argparse.Namespace, tokens: int, unigram_bound: float | None = None
+) -> str:
     best = min(rows, key=lambda r: r["usage_error"])
     lines = [
         f"# Tier layouts of `asg=tiered` at {args.budget:g}% of the bytes: multilingual-e5-small (Q4-dequantized)",
@@ -105,19 +114,29 @@ def report(rows: list[dict], command: str, args: argparse.Namespace, tokens: int
         f"bit-packed), fitted once (seed {SEED}, k-means defaults). usage error: the relative error over the",
         f"{tokens:,} token occurrences of the first {args.train_samples:,} English WikiANN training sentences",
         f"(tokenized as the pipeline does, at most {args.max_length} tokens); rel. error: over the whole matrix. No",
-        "training: the task score of the choice comes from `experiments.bytes_frontier`.",
+        "training: the task score of the choice comes from `experiments.bytes_frontier`. unigram error: weighted by",
+        "each row's probability under the tokenizer's unigram model (no task text; it chooses nothing).",
         "",
-        "| tiers (ids, m) | k | bytes kept % | rel. error | usage error |",
-        "|---|---|---|---|---|",
+        "| tiers (ids, m) | k | bytes kept % | rel. error | usage error | unigram error |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        tiers = ", ".join(f"{n:,} m={m}" for n, m in zip(r["tier_rows"], r["tier_m"], strict=True))
+        tiers = _tiers(r)
         mark = "**" if r is best else ""
         lines.append(
             f"| {mark}{tiers}{mark} | {r['k']} | {r['bytes_kept_pct']:.3f} | {r['rel_error']:.4f} | "
-            f"{mark}{r['usage_error']:.4f}{mark} |"
+            f"{mark}{r['usage_error']:.4f}{mark} | "
+            + (f"{r['unigram_error']:.4f} |" if "unigram_error" in r else "— |")
         )
     lines += ["", f"Lowest usage error: `asg.tier_fractions={best['tier_fractions']} asg.tier_m={best['tier_m']}`."]
+    if unigram_bound is not None and all("unigram_error" in r for r in rows):
+        low = min(rows, key=lambda r: r["unigram_error"])
+        lines += [
+            "",
+            f"The Gaussian rate-distortion bound on the unigram-weighted error at {args.budget:g}% of the bytes "
+            f"(`experiments.rate_distortion`) is {unigram_bound:.4f}; the lowest layout's unigram error is "
+            f"{low['unigram_error']:.4f} ({_tiers(low)}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -134,12 +153,18 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.e5_dir)
     weight = AutoModel.from_pretrained(args.e5_dir).get_input_embeddings().weight.detach().float()
     ids = english_train_ids(args.data_dir, tokenizer, args.train_samples, args.max_length)
-    rows = search(weight, usage_counts(ids, weight.shape[0]), args.budget)
+    unigram = rate_distortion.unigram_weights(Path(args.e5_dir) / "tokenizer.json", weight.shape[0])
+    bound = None
+    if unigram is not None:
+        bits = rate_distortion.budget_bits(args.budget, weight.shape[1])
+        bound = rate_distortion.bound_error(rate_distortion.spectrum(weight), bits, unigram)
+    rows = search(weight, usage_counts(ids, weight.shape[0]), args.budget, unigram)
     command = f"python -m experiments.tier_search --data-dir {args.data_dir} --e5-dir {args.e5_dir} "
     command += f"--budget {args.budget:g} --train-samples {args.train_samples} --max-length {args.max_length}"
-    text = report(rows, command, args, len(ids))
+    text = report(rows, command, args, len(ids), bound)
     best = min(rows, key=lambda r: r["usage_error"])
     found = {"command": command, "budget": args.budget, "tokens": len(ids), "layouts": rows, "choice": best}
+    found["unigram_bound"] = bound
     write_json_atomic(OUT / "results.json", found)
     write_text_atomic(OUT / "README.md", text)
     print(text)

@@ -39,3 +39,20 @@ def test_every_layout_fits_one_percent_of_e5_bytes(layout):
     cfg |= {"budget_bytes_pct": 1.0, "storage_dtype": "float16"}
     settings = get_method("tiered").resolve(cfg, 250037, 384)
     assert settings["k"] >= 64 and len(settings["tier_rows"]) == len(m)
+
+
+def test_report_sets_the_unigram_errors_against_the_weighted_bound():
+    import argparse
+
+    args = argparse.Namespace(budget=1.0, train_samples=2000, max_length=64)
+    rows = [
+        {"tier_fractions": [0.1], "tier_m": [32, 4], "tier_rows": [10, 90], "k": 8, "bytes_kept_pct": 1.0}
+        | {"rel_error": 0.8, "usage_error": 0.6, "unigram_error": u}
+        for u in (0.55, 0.5)
+    ]
+    text = tier_search.report(rows, "cmd", args, 100, unigram_bound=0.42)
+    assert "| 0.8000 | **0.6000** | 0.5500 |" in text  # the first of two equal usage errors is the choice
+    assert "is 0.4200; the lowest layout's unigram error is 0.5000 (10 m=32, 90 m=4)." in text
+    assert "bound" not in tier_search.report(
+        [{k: v for k, v in r.items() if k != "unigram_error"} for r in rows], "cmd", args, 100
+    )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -383,22 +384,40 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
     return "\n".join(lines)
 
 
-def pareto_points(study: dict[str, dict], test: str, dense: float | None) -> dict[str, list[tuple[float, float]]]:
-    """Per method (and codebook storage), (bytes kept %, mean test score as % of `dense`, the dense mean) of each
-    tested configuration with every seed run: its dev-chosen point at 0.4% of the parameters and each byte budget."""
-    points: dict[str, list[tuple[float, float]]] = {}
+def tested_cells(study: dict[str, dict], test: str, dense: float | None) -> list[dict[str, Any]]:
+    """Each tested configuration with every seed run: its method (and codebook storage), where it was sized, its
+    seeds, bytes kept as exported, mean fit error and mean test score as % of `dense`, the dense mean; none
+    without a dense score."""
+    groups = []
     for method, entry in study.items() if dense else ():
         if method == "none":
             continue
-        groups = [(method, entry.get("tests", {}))]
-        for storage, budgets in entry["bytes"].items():
+        groups.append((method, "0.4% of the parameters", entry.get("tests", {})))
+        for storage, budgets in entry.get("bytes", {}).items():
             label = method if storage == "float32" else f"{method}, {storage} codebooks"
-            groups += [(label, runs) for runs in budgets.values()]
-        for label, runs in groups:
-            if runs and all(runs.values()):
-                done = list(runs.values())
-                score = statistics.mean(r["scores"][test] for r in done) / dense
-                points.setdefault(label, []).append((exported_bytes_pct(done[0]["compression"]), 100 * score))
+            groups += [(label, f"{budget}% of the bytes", runs) for budget, runs in budgets.items()]
+    cells = []
+    for label, size, runs in groups:
+        if runs and all(runs.values()):
+            done = list(runs.values())
+            cells.append(
+                {
+                    "method": label,
+                    "size": size,
+                    "seeds": len(done),
+                    "bytes_pct": exported_bytes_pct(done[0]["compression"]),
+                    "rel_error": statistics.mean(r["compression"]["rel_error"] for r in done),
+                    "score_pct": 100 * statistics.mean(r["scores"][test] for r in done) / dense,
+                }
+            )
+    return cells
+
+
+def pareto_points(study: dict[str, dict], test: str, dense: float | None) -> dict[str, list[tuple[float, float]]]:
+    """Per method (and codebook storage), the (bytes kept %, score % of dense) of its `tested_cells`."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for cell in tested_cells(study, test, dense):
+        points.setdefault(cell["method"], []).append((cell["bytes_pct"], cell["score_pct"]))
     return points
 
 

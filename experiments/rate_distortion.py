@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from asg.results import exported_bytes_pct, write_json_atomic, write_text_atomic
-from experiments.dev_selection import SETTINGS
+from asg.results import write_json_atomic, write_text_atomic
+from experiments.dev_selection import SETTINGS, tested_cells
 from experiments.pq_fit import HINTS, _default_e5_dir, _load, _real_file
 from experiments.runner import RESULTS, command_line
 
@@ -109,32 +109,12 @@ def unigram_weights(tokenizer_file: Path, vocab: int) -> torch.Tensor | None:
 
 
 def study_cells(study: dict[str, Any], metric: str) -> list[dict[str, Any]]:
-    """Each tested configuration of a dev-selection study with every seed run: its label, seeds, bytes as exported,
-    mean fit error and mean test score as a share of the dense mean."""
+    """Each tested configuration of a dev-selection study with every seed run (`dev_selection.tested_cells`): its
+    label, seeds, bytes as exported, mean fit error and mean test score as a share of the dense mean."""
     dense = [r["scores"][metric] for r in study["none"]["tests"].values() if r]
-    groups = []
-    for method, entry in study.items():
-        if method == "none":
-            continue
-        groups.append((f"{method} at 0.4% of the parameters", entry["tests"]))
-        for storage, budgets in entry.get("bytes", {}).items():
-            tag = "" if storage == "float32" else f", {storage} codebooks"
-            groups += [(f"{method}{tag} at {b}% of the bytes", runs) for b, runs in budgets.items()]
-    cells = []
-    for label, runs in groups:
-        if not runs or not dense or any(r is None for r in runs.values()):
-            continue
-        done = list(runs.values())
-        cells.append(
-            {
-                "cell": label,
-                "seeds": len(done),
-                "bytes_pct": exported_bytes_pct(done[0]["compression"]),
-                "rel_error": statistics.mean(r["compression"]["rel_error"] for r in done),
-                "score_pct": 100 * statistics.mean(r["scores"][metric] for r in done) / statistics.mean(dense),
-            }
-        )
-    return sorted(cells, key=lambda c: c["bytes_pct"])
+    cells = tested_cells(study, metric, statistics.mean(dense) if dense else None)
+    labelled = [{"cell": f"{c.pop('method')} at {c.pop('size')}"} | c for c in cells]
+    return sorted(labelled, key=lambda c: c["bytes_pct"])
 
 
 def measure(

@@ -24,8 +24,9 @@ class Method:
     name: str
     # (asg config, vocab, hidden) -> the concrete settings; raises ValueError naming the fix
     resolve: Callable[[Mapping[str, Any], int, int], dict[str, Any]]
-    # (dense weight, resolved settings, padding_idx) -> the fitted module
-    build: Callable[[Tensor, Mapping[str, Any], int | None], CompressedEmbedding]
+    # (dense weight, resolved settings, padding_idx) -> the fitted module; the methods of
+    # asg.row_weights.WEIGHTED_METHODS also take row_weights=(V,) tensor
+    build: Callable[..., CompressedEmbedding]
 
 
 METHODS: dict[str, Method] = {}
@@ -180,8 +181,12 @@ def _resolve_pq(cfg: Mapping[str, Any], vocab: int, hidden: int) -> dict[str, An
     return settings
 
 
-def _build_pq(weight: Tensor, settings: Mapping[str, Any], padding_idx: int | None) -> CompressedEmbedding:
-    module = ASGEmbedding.from_embedding(weight, m=settings["m"], k=settings["k"], **pq_options(settings))
+def _build_pq(
+    weight: Tensor, settings: Mapping[str, Any], padding_idx: int | None, row_weights: Tensor | None = None
+) -> CompressedEmbedding:
+    module = ASGEmbedding.from_embedding(
+        weight, m=settings["m"], k=settings["k"], row_weights=row_weights, **pq_options(settings)
+    )
     module.padding_idx = padding_idx
     return module
 

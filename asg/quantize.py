@@ -240,44 +240,59 @@ def _sq_dist(x: Tensor, centroids: Tensor, codes: Tensor) -> Tensor:
     return out
 
 
-def _update(x: Tensor, codes: Tensor, dist: Tensor, k: int) -> Tensor:
-    """New centroids (k, s) of one sub-space as cluster means; empty clusters take the farthest points."""
-    sums = kernels.scatter(x, codes.unsqueeze(1), k)  # (1, k, s): index_add's sums in its order, 2-3x faster
+def _update(
+    x: Tensor, codes: Tensor, dist: Tensor, k: int, w: Tensor | None = None, wx: Tensor | None = None
+) -> Tensor:
+    """New centroids (k, s) of one sub-space as cluster means, weighted by w (n,) when given (wx = w * x);
+    clusters without rows (or weight) take the worst-served points."""
+    rows = x if w is None else wx
+    sums = kernels.scatter(rows, codes.unsqueeze(1), k)  # (1, k, s): index_add's sums in its order, 2-3x faster
     if sums is None:
-        sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, codes, x)[None]
-    counts = torch.bincount(codes, minlength=k)  # (k,)
-    centroids = sums[0] / counts.clamp_min(1).unsqueeze(-1)  # (k, s)
+        sums = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, codes, rows)[None]
+    counts = torch.bincount(codes, w, minlength=k).to(x.dtype)  # (k,)
     empty = counts == 0
-    if empty.any():
-        # the worst-served points become new centroids: distinct and deterministic
-        centroids[empty] = x[dist.topk(int(empty.sum())).indices]
+    centroids = sums[0] / counts.masked_fill(empty, 1).unsqueeze(-1)  # (k, s)
+    if empty.any():  # distinct and deterministic
+        centroids[empty] = x[(dist if w is None else dist * w).topk(int(empty.sum())).indices]
     return centroids
 
 
-def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
+def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator, w: Tensor | None = None) -> Tensor:
     """Greedy k-means++ seeding of one sub-space on a row subsample: x (n, s) -> (k, s).
 
     As in scikit-learn, each step draws 2 + ln k candidates by D^2 sampling and keeps the one that lowers the
     potential most. On Gaussian 50k x 768 data (m=8, k=1024, 16 seeding rows per centroid), 25 Lloyd iterations
     then end at 0.9217 relative error; from plain k-means++ at 0.9230, from random rows (faiss's seeding) 0.9232.
+    With row weights w (n,), a subsample is drawn in proportion to them (the rows that carry the weight seed), and
+    where every weighted row is seeded, the D^2 draws and the potential are weighted instead.
     """
     n = x.shape[0]
     per_centroid = min(max(x.shape[1], _SEED_ROWS_PER_CENTROID[0]), _SEED_ROWS_PER_CENTROID[1])
     n_seed = min(n, max(_SEED_ROWS_MIN, min(k * per_centroid, int(n * _SEED_SHARE))))
-    if n_seed < n:
+    if w is not None and n_seed < int(w.count_nonzero()):
+        x, w = x[torch.multinomial(w, n_seed, generator=gen)], None  # (n_seed, s): the draw did the weighting
+    elif w is not None:
+        n_seed = n
+    elif n_seed < n:
         x = x[torch.randperm(n, generator=gen, device=x.device)[:n_seed]]  # (n_seed, s)
     trials = 2 + int(math.log(k))
     ones = torch.ones(n_seed, 1, dtype=x.dtype, device=x.device)
     x_sq = x.square().sum(-1, keepdim=True)  # (n_seed, 1)
     rows = torch.cat([x, x_sq, ones], 1).t().contiguous()  # (s + 2, n_seed): one matmul gives squared distances
     centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
-    centroids[0] = c = x[torch.randint(n_seed, (), generator=gen, device=x.device)]
+    first = (
+        torch.randint(n_seed, (), generator=gen, device=x.device)
+        if w is None
+        else torch.multinomial(w, 1, generator=gen)
+    )
+    centroids[0] = c = x[first].view(-1)
     min_d = torch.addmv(x_sq.squeeze(1) + c.dot(c), x, c, alpha=-2).clamp_min_(0)
     # buffers reused by every step: the same arithmetic as fresh tensors, without ~1 MiB of allocation per step
     cdf, d = torch.empty_like(min_d), torch.empty(trials, n_seed, dtype=x.dtype, device=x.device)
     potential = torch.empty(trials, dtype=x.dtype, device=x.device)
     for i in range(1, k):
-        torch.cumsum(min_d, 0, out=cdf)  # inverse-CDF sampling: row r with probability min_d[r] / sum(min_d)
+        # inverse-CDF sampling: row r with probability min_d[r] / sum(min_d) (times its weight)
+        torch.cumsum(min_d if w is None else min_d * w, 0, out=cdf)
         if cdf[-1] > 0:
             u = torch.rand(trials, generator=gen, dtype=x.dtype, device=x.device) * cdf[-1]
             cand = torch.searchsorted(cdf, u, right=True).clamp_max_(n_seed - 1)
@@ -286,7 +301,7 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
         c = x[cand]  # (trials, s)
         weights = torch.cat([-2 * c, torch.ones_like(ones[:trials]), c.square().sum(1, keepdim=True)], 1)
         torch.minimum(torch.mm(weights, rows, out=d), min_d, out=d)  # (trials, n_seed): each candidate's new D^2
-        best = torch.sum(d, 1, out=potential).argmin()  # the candidate that leaves the least potential
+        best = (torch.sum(d, 1, out=potential) if w is None else torch.mv(d, w)).argmin()  # least potential left
         min_d = d[best].clamp_min(0)  # a copy (d is reused); rounding can dip below 0
         centroids[i] = c[best]
     return centroids
@@ -302,6 +317,7 @@ def _lloyd(
     tol: float,
     tick: Callable[[], None],  # called after every iteration (the progress bar)
     chunk_size: int | None = None,
+    w: Tensor | None = None,  # (n,) row weights of the objective, sum(w * ||x - c||^2); None: all 1
 ) -> tuple[Tensor, Tensor]:
     """k-means of one sub-space: rows x (n, s) -> centroids (k, s), codes (n,) of the nearest centroids.
 
@@ -315,9 +331,10 @@ def _lloyd(
         return x.clone(), torch.arange(n, device=x.device)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     if init == "kmeans++":
-        centroids = _kmeans_pp(x, k, gen)
+        centroids = _kmeans_pp(x, k, gen, w)
     else:
         centroids = x[torch.randperm(n, generator=gen, device=x.device)[:k]]  # k distinct rows
+    wx = None if w is None else x * w.unsqueeze(1)
 
     x_sq = x.square().sum(-1)  # (n,), once: rows do not move
     shrink = 1 - 2.0**-22  # keeps a bound below the truth through float32 rounding
@@ -329,9 +346,13 @@ def _lloyd(
     codes, second = _nearest(x, centroids, slack, chunk_size=chunk_size)
     lower = bound(second, x_sq, slack)
     dist = _sq_dist(x, centroids, codes)
-    inertia = dist.sum(dtype=torch.float64).item()
+
+    def objective() -> float:
+        return (dist if w is None else dist * w).sum(dtype=torch.float64).item()
+
+    inertia = objective()
     for it in range(iters):
-        new = _update(x, codes, dist, k)
+        new = _update(x, codes, dist, k, w, wx)
         shift = (new - centroids).norm(dim=1).mul_(1 + 2.0**-10)  # (k,), rounded up
         top = shift.topk(min(2, k))
         runner_up = top.values[-1] if k > 1 else 0.0
@@ -346,7 +367,7 @@ def _lloyd(
             codes.index_copy_(0, redo, codes_r)
             lower.index_copy_(0, redo, bound(second, sq_r, slack_r))
             dist.index_copy_(0, moved, _sq_dist(x.index_select(0, moved), centroids, codes.index_select(0, moved)))
-        previous, inertia = inertia, dist.sum(dtype=torch.float64).item()
+        previous, inertia = inertia, objective()
         tick()
         log.debug("k-means iter %d: inertia %.6g, %d of %d rows rescanned", it, inertia, len(redo), n)
         if previous - inertia <= tol * previous:
@@ -410,13 +431,14 @@ def _fit_spaces(
     device: torch.device,
     chunk_size: int | None = None,
     encode: Callable[[int, Tensor], Tensor] | None = None,  # (j, centroids) -> codes; default: the fitted rows'
+    weights: Tensor | None = None,  # (n,) weight of each fitted row, every sub-space
 ) -> tuple[Tensor, Tensor]:
     """k-means in each of m sub-spaces, spread over torch's CPU threads -> centroids (m, k, s), codes (m, n)."""
     seeds = _seeds(seed, m)
 
     def fit(j: int) -> tuple[Tensor, Tensor]:
         centroids, codes = _lloyd(
-            rows_of(j), k, iters=iters, init=init, seed=seeds[j], tol=tol, tick=tick, chunk_size=chunk_size
+            rows_of(j), k, iters=iters, init=init, seed=seeds[j], tol=tol, tick=tick, chunk_size=chunk_size, w=weights
         )
         return centroids, codes if encode is None else encode(j, centroids)
 
@@ -435,11 +457,13 @@ def kmeans(
     tol: float = 1e-5,  # stop a sub-space once its inertia falls by less than this fraction
     chunk_size: int | None = None,  # rows per distance block (None: 1 MiB of scores per block)
     progress: bool = False,  # show a tqdm bar over iterations
+    weights: Tensor | None = None,  # (n,) non-negative row weights: minimise sum(w * ||x - c||^2); None: all 1
 ) -> tuple[Tensor, Tensor]:
     """Run m independent k-means problems, spread over torch's CPU threads.
 
     x is (m, n, s); returns centroids (m, k, s) float32 and assignments (m, n) int64,
-    where the assignments are the nearest returned centroids.
+    where the assignments are the nearest returned centroids. With weights, each centroid is the weighted mean
+    of its rows and k-means++ draws in proportion to weight times squared distance.
     """
     if x.dim() != 3:
         raise ValueError(f"x must be (m, n, s), got shape {tuple(x.shape)}")
@@ -451,7 +475,18 @@ def kmeans(
         raise ValueError(f"iters={iters} and chunk_size={chunk_size} must be at least 1")
     x = x.float()
     options = dict(iters=iters, init=init, seed=seed, tol=tol, progress=progress, chunk_size=chunk_size)
-    return _fit_spaces(lambda j: x[j].contiguous(), m, k, device=x.device, **options)
+    w = None if weights is None else check_weights(weights, n).to(x.device)
+    return _fit_spaces(lambda j: x[j].contiguous(), m, k, device=x.device, weights=w, **options)
+
+
+def check_weights(weights: Tensor, n: int) -> Tensor:
+    """Row weights as float32 with mean 1 (a scale that leaves the fit unchanged); ValueError naming the problem."""
+    if weights.shape != (n,):
+        raise ValueError(f"row weights must have one entry per row, shape ({n},), got {tuple(weights.shape)}")
+    w = weights.detach().double()
+    if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("row weights must be finite, non-negative and not all zero")
+    return (w * (n / w.sum())).float()
 
 
 def divisors(n: int) -> list[int]:
@@ -481,7 +516,17 @@ def _sample_size(sample_rows: int | str | None, vocab: int, k: int) -> int:
 
 
 def _fit_torch(
-    e: Tensor, m: int, k: int, *, n_fit: int, iters: int, init: str, seed: int, tol: float, progress: bool
+    e: Tensor,
+    m: int,
+    k: int,
+    *,
+    n_fit: int,
+    iters: int,
+    init: str,
+    seed: int,
+    tol: float,
+    progress: bool,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """k-means per sub-space on n_fit random rows of e (V, d), then every row encoded: -> codes (V, m), codebooks."""
     vocab, dim = e.shape
@@ -508,6 +553,7 @@ def _fit_torch(
         progress=progress,
         device=e.device,
         encode=encode,
+        weights=None if weights is None else weights if rows is None else weights[rows],
     )
     return codes.t().contiguous(), codebooks
 
@@ -562,6 +608,7 @@ def product_quantize(
     progress: bool = False,  # show a tqdm bar
     backend: str = "torch",  # "torch" (k-means per sub-space here) or "faiss" (faiss.ProductQuantizer)
     cache_dir: str | os.PathLike | None = None,  # reuse fits saved here; None disables the cache
+    row_weights: Tensor | None = None,  # (V,) how much each row counts in k-means (asg.row_weights); None: all 1
 ) -> PQResult:
     """Product-quantize a (V, d) matrix into m codebooks of k centroids each.
 
@@ -569,6 +616,9 @@ def product_quantize(
     an integer on that many, None on all rows; every row is encoded either way.
     backend="faiss" trains faiss.ProductQuantizer (k a power of two) with the same iters, seed and sample;
     init and tol do not apply (faiss seeds with random rows and runs every iteration).
+    row_weights: k-means minimises sum_i w_i ||x_i - c(x_i)||^2, so heavy rows (frequent tokens) are served
+    better; "auto" then fits on all rows, since a uniform sample would drop most of the heavy ones. rel_error is
+    still over the whole matrix, unweighted.
     cache_dir: the fit is saved there and reused for the same matrix and settings (see asg.cache). The model id
     is not known here: the sha256 of the float32 matrix identifies it.
     """
@@ -583,14 +633,17 @@ def product_quantize(
         raise ValueError(f"backend={backend!r} is not supported; use one of {', '.join(BACKENDS)}")
     if backend == "faiss" and (k < 2 or k & (k - 1)):
         raise ValueError(f"backend='faiss' needs k to be a power of two (it stores log2(k)-bit codes), got k={k}")
-    n_fit = _sample_size(sample_rows, vocab, k)
+    if row_weights is not None and backend == "faiss":
+        raise ValueError("backend='faiss' cannot weight rows; use backend='torch' with row weights")
+    w = None if row_weights is None else check_weights(row_weights, vocab).to(weight.device)
+    n_fit = vocab if w is not None and sample_rows == "auto" else _sample_size(sample_rows, vocab, k)
     e = weight.detach().float().contiguous()
 
     if cache_dir is not None:
         # everything the result depends on; the checksum stands in for the (unknown) model id
         key = {"matrix_sha256": cache.matrix_checksum(e), "shape": [vocab, dim], "m": m, "k": k, "iters": iters}
         key |= {"init": init, "seed": seed, "sample_rows": n_fit, "tol": tol, "backend": backend}
-        key |= {"fit_version": FIT_VERSION}
+        key |= {"fit_version": FIT_VERSION} | ({} if w is None else {"row_weights_sha256": cache.matrix_checksum(w)})
         hit = cache.load(cache_dir, key)
         if hit is not None:
             codes, codebooks, rel_error = hit
@@ -602,7 +655,7 @@ def product_quantize(
         codes, codebooks = _fit_faiss(e, m, k, n_fit=n_fit, iters=iters, seed=seed, progress=progress)
     else:
         codes, codebooks = _fit_torch(
-            e, m, k, n_fit=n_fit, iters=iters, init=init, seed=seed, tol=tol, progress=progress
+            e, m, k, n_fit=n_fit, iters=iters, init=init, seed=seed, tol=tol, progress=progress, weights=w
         )
     rel_error = _relative_error(e, codes, codebooks)
     log.info("PQ of %dx%d with m=%d k=%d (%s): rel_error %.4f", vocab, dim, m, k, backend, rel_error)

@@ -13,6 +13,7 @@ from transformers import PreTrainedModel
 
 from asg.embedding import CompressedEmbedding
 from asg.methods import get_method, storage_dtype
+from asg.row_weights import check_row_weights
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,11 @@ def resolve_fit_device(value: str | None, trainer_device: torch.device | str = "
 
 
 def fit_compression(
-    model: PreTrainedModel, settings: Mapping[str, Any], *, device: torch.device | str | None = None
+    model: PreTrainedModel,
+    settings: Mapping[str, Any],
+    *,
+    device: torch.device | str | None = None,
+    row_weights: torch.Tensor | None = None,  # (V,) k-means weights of the rows (asg.row_weights)
 ) -> tuple[CompressedEmbedding, CompressedEmbedding | None]:
     """Fit the compressed input embedding (and the untied head's, if `compress_head`): the expensive part.
 
@@ -83,9 +88,14 @@ def fit_compression(
     method, stored = get_method(settings["method"]), storage_dtype(settings)
     device = torch.device(device) if device is not None else dense.weight.device
 
+    weighted = {}
+    if row_weights is not None:
+        check_row_weights(settings)
+        weighted = {"row_weights": row_weights.to(device)}
+
     def build(weight: torch.Tensor, padding_idx: int | None) -> CompressedEmbedding:
         # CPU copies: a broadcast to other ranks pickles tensors with their device, and the fit device may be busy
-        module = method.build(weight.detach().to(device), settings, padding_idx).cpu()
+        module = method.build(weight.detach().to(device), settings, padding_idx, **weighted).cpu()
         module.storage_dtype = stored
         return module
 
@@ -155,6 +165,7 @@ def compress_model(
     rank: int = 0,
     broadcast: Callable[[Any], Any] | None = None,
     device: torch.device | str | None = None,  # the trainer's device, which asg.fit_device=auto fits on
+    row_weights: torch.Tensor | None = None,  # what asg.row_weights gives (asg.row_weights.fit_row_weights)
 ) -> dict[str, Any]:
     """Compress the model per the `asg` config; return the statistics (the settings under `settings`).
 
@@ -170,7 +181,7 @@ def compress_model(
     fitted: Any = None
     if rank == 0:
         try:
-            fitted = fit_compression(model, settings, device=fit_device)
+            fitted = fit_compression(model, settings, device=fit_device, row_weights=row_weights)
         except Exception as err:
             if broadcast is not None:  # the message instead of the modules, so the other ranks stop waiting
                 broadcast(f"{type(err).__name__}: {err}")

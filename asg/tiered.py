@@ -68,15 +68,17 @@ class TieredEmbedding(CompressedEmbedding):
         rows: list[int],  # ids per tier, in id order; they sum to V
         m: list[int],  # sub-spaces per tier; each divides the hidden size
         k: int,  # centroids per sub-space, every tier
+        row_weights: Tensor | None = None,  # (V,) k-means weights (asg.row_weights), split by tier
         **pq_kwargs: Any,  # passed on to product_quantize for every tier
     ) -> TieredEmbedding:
         """Product-quantize each id range of an nn.Embedding (or a (V, d) weight) at its own number of sub-spaces."""
         weight = embedding.weight if isinstance(embedding, nn.Embedding) else embedding
         padding_idx = embedding.padding_idx if isinstance(embedding, nn.Embedding) else None
         e = weight.detach().float()
+        weights = [None] * len(rows) if row_weights is None else row_weights.split(rows)
         tiers = [
-            ASGEmbedding.from_embedding(part, m=tier_m, k=k, **pq_kwargs)
-            for part, tier_m in zip(e.split(rows), m, strict=True)
+            ASGEmbedding.from_embedding(part, m=tier_m, k=k, row_weights=w, **pq_kwargs)
+            for part, tier_m, w in zip(e.split(rows), m, weights, strict=True)
         ]
         # each tier's error is relative to its own rows: weight it back by their norm
         error = sum((t.rel_error * part.norm().item()) ** 2 for t, part in zip(tiers, e.split(rows), strict=True))
@@ -185,9 +187,12 @@ def _resolve_tiered(cfg: Mapping[str, Any], vocab: int, hidden: int) -> dict[str
     return dict(cfg) | {"k": k, "tier_rows": rows, "tier_m": m}
 
 
-def _build_tiered(weight: Tensor, settings: Mapping[str, Any], padding_idx: int | None) -> CompressedEmbedding:
+def _build_tiered(
+    weight: Tensor, settings: Mapping[str, Any], padding_idx: int | None, row_weights: Tensor | None = None
+) -> CompressedEmbedding:
+    rows, m = settings["tier_rows"], settings["tier_m"]
     module = TieredEmbedding.from_embedding(
-        weight, rows=settings["tier_rows"], m=settings["tier_m"], k=settings["k"], **pq_options(settings)
+        weight, rows=rows, m=m, k=settings["k"], row_weights=row_weights, **pq_options(settings)
     )
     module.padding_idx = padding_idx
     return module

@@ -28,6 +28,7 @@ from asg.methods import get_method, storage_dtype
 from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, loader_settings, resolve_name_or_path
 from asg.quantize import FIT_VERSION
 from asg.results import code_version, environment, exported_bytes_pct, write_json_atomic
+from asg.row_weights import check_row_weights, fit_row_weights
 from asg.surgery import compressed_modules, resolve_fit_device
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def check_asg_config(asg_cfg: DictConfig, *, hidden: int, vocab: int) -> None:
         raise ValueError(f"asg.codebook_lr_scale={scale!r} must be a number >= 0 (its lr is this times optimizer.lr)")
     resolve_fit_device(asg_cfg.get("fit_device"))
     storage_dtype(asg_cfg)
+    check_row_weights(asg_cfg)
     get_method(asg_cfg.method).resolve(OmegaConf.to_container(asg_cfg, resolve=True), vocab, hidden)
 
 
@@ -220,6 +222,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
 
     tokenizer = load_tokenizer(name_or_path, config=config, **tokenizer_kwargs)
+    asg_settings = OmegaConf.to_container(cfg.asg, resolve=True)
+    row_weights = None if cfg.asg.method == "none" else fit_row_weights(asg_settings, tokenizer, vocab)
     datamodule = build_datamodule(datamodule_cfg, cfg, tokenizer)
     labels = list(task.labels) if family in ("token_classification", "sequence_classification") else None
     model = load_model(name_or_path, family, labels=labels, **config_kwargs)
@@ -228,7 +232,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
         warmup_ratio=cfg.scheduler.warmup_ratio,
         codebook_lr_scale=cfg.asg.codebook_lr_scale,
-        asg=OmegaConf.to_container(cfg.asg, resolve=True),
+        asg=asg_settings,
+        row_weights=row_weights,
     )
     ckpt_path = resume_checkpoint(cfg, output_dir)
     loggers = [instantiate(cfg.logger)] if cfg.get("logger") else []

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from asg.results import write_json_atomic, write_text_atomic
+from asg.row_weights import unigram_probabilities
 from experiments.dev_selection import SETTINGS, tested_cells
 from experiments.pq_fit import HINTS, _default_e5_dir, _load, _real_file
 from experiments.runner import RESULTS, command_line
@@ -92,20 +93,9 @@ def bytes_for_error(spec: dict[str, Any], dim: int, error: float, weights: torch
 
 
 def unigram_weights(tokenizer_file: Path, vocab: int) -> torch.Tensor | None:
-    """Each embedding row's probability under the tokenizer's unigram model (sentencepiece scores are log
-    probabilities): control symbols (score 0) at the most likely piece's, rows past the pieces at 0. None where the
-    tokenizer is not a unigram one (WordPiece keeps no frequencies)."""
-    if not tokenizer_file.is_file():
-        return None
-    model = json.loads(tokenizer_file.read_text())["model"]
-    if model.get("type") != "Unigram":
-        return None
-    scores = torch.tensor([score for _, score in model["vocab"]], dtype=torch.float64)
-    probs = scores.exp()
-    probs[scores == 0] = probs[scores != 0].max()
-    weights = torch.zeros(vocab, dtype=torch.float64)
-    weights[: min(vocab, len(probs))] = probs[:vocab]
-    return weights / weights.sum()
+    """Each embedding row's probability under the tokenizer's unigram model (`asg.row_weights`); None where the
+    file is absent or the tokenizer is not a unigram one."""
+    return unigram_probabilities(tokenizer_file.read_text(), vocab) if tokenizer_file.is_file() else None
 
 
 def study_cells(study: dict[str, Any], metric: str) -> list[dict[str, Any]]:

@@ -71,7 +71,7 @@ IGNORED_KEYS = (
 )
 # config keys added after runs were made, with the value the older runs had: without one, such a run still
 # pools with newer runs at that value
-LATER_KEYS = {"asg.storage_dtype": "float32"}
+LATER_KEYS = {"asg.storage_dtype": "float32", "asg.row_weights": "null", "asg.row_weight_power": "0.5"}
 FAMILY = ["task", "model", "transfer", "metric"]  # rows that are compared with each other and share a base
 UNSET = "—"  # a config key a run does not have
 MISSING = {"md": "—", "tex": "---", "csv": ""}

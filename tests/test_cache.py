@@ -89,7 +89,10 @@ def test_checksum_changes_with_one_element():
 
 @pytest.mark.parametrize(
     "change",
-    [{"weight": "perturbed"}, {"m": 2}, {"k": 16}, {"seed": 1}, {"iters": 6}, {"init": "random"}, {"backend": "faiss"}],
+    [
+        *({"weight": "perturbed"}, {"m": 2}, {"k": 16}, {"seed": 1}, {"iters": 6}, {"init": "random"}),
+        *({"backend": "faiss"}, {"row_weights": "zipf"}),
+    ],
     ids=lambda change: next(iter(change)),
 )
 def test_key_follows_every_input(tmp_path, monkeypatch, change):
@@ -101,11 +104,18 @@ def test_key_follows_every_input(tmp_path, monkeypatch, change):
     if "weight" in change:
         weight[123, 7] += 1e-6
     options = SETTINGS | {key: value for key, value in change.items() if key != "weight"}
+    entries = 2
+    if "row_weights" in change:  # a weighted fit, then one with other weights: two misses
+        options["row_weights"] = 1 / torch.arange(1.0, weight.shape[0] + 1)
+        product_quantize(weight, cache_dir=tmp_path, **options)
+        options["row_weights"] = options["row_weights"].sqrt()
+        calls.clear()
+        entries = 3
 
     product_quantize(weight, cache_dir=tmp_path, **options)
 
     assert len(calls) == 1  # a miss: the changed input fitted afresh
-    assert len(_entries(tmp_path)) == 2
+    assert len(_entries(tmp_path)) == entries
 
 
 def test_a_new_fit_version_misses_the_cache(tmp_path, monkeypatch):

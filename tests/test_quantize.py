@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from asg.quantize import kmeans, product_quantize, reconstruct, smallest_code_dtype
+from asg.quantize import check_weights, kmeans, product_quantize, reconstruct, smallest_code_dtype
 
 
 def _gaussian(vocab: int, dim: int, seed: int = 0) -> torch.Tensor:
@@ -238,26 +238,29 @@ def minilm_rows(minilm_dir) -> torch.Tensor:
         return f.get_tensor("embeddings.word_embeddings.weight")[:5000].float().contiguous()
 
 
-def _reference_lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int, tol: float) -> tuple:
+def _reference_lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int, tol: float, w=None) -> tuple:
     """Lloyd's algorithm as written in a textbook: every row's nearest centroid by brute force in float64 (the
-    lowest index on ties), cluster means, empty clusters re-seeded with the farthest rows; stops like asg's."""
+    lowest index on ties), cluster means (weighted by w), empty clusters re-seeded with the farthest rows (by
+    weighted distance); stops like asg's."""
 
     def nearest(c):  # ||x - c||^2 up to the row's own ||x||^2, for all pairs at once
         c = c.double()
         return (c.square().sum(1) - 2 * x.double() @ c.t()).argmin(1)
 
     k = centroids.shape[0]
+    w = torch.ones(len(x)) if w is None else w
     codes = nearest(centroids)
     dist = (x - centroids[codes]).square().sum(1)
-    inertia = dist.sum(dtype=torch.float64).item()
+    inertia = (dist * w).sum(dtype=torch.float64).item()
     for _ in range(iters):
-        counts = torch.bincount(codes, minlength=k)
-        centroids = torch.zeros_like(centroids).index_add_(0, codes, x) / counts.clamp_min(1).unsqueeze(1)
+        counts = torch.bincount(codes, w.double(), minlength=k).float()
+        sums = torch.zeros_like(centroids).index_add_(0, codes, x * w.unsqueeze(1))
         empty = counts == 0
-        centroids[empty] = x[dist.topk(int(empty.sum())).indices]
+        centroids = sums / counts.masked_fill(empty, 1).unsqueeze(1)  # weights below 1 divide as they are
+        centroids[empty] = x[(dist * w).topk(int(empty.sum())).indices]
         codes = nearest(centroids)
         dist = (x - centroids[codes]).square().sum(1)
-        previous, inertia = inertia, dist.sum(dtype=torch.float64).item()
+        previous, inertia = inertia, (dist * w).sum(dtype=torch.float64).item()
         if previous - inertia <= tol * previous:
             break
     return centroids, codes
@@ -278,6 +281,58 @@ def test_fit_equals_plain_lloyd_on_minilm_rows(minilm_rows, m, k):
         centroids, codes = _reference_lloyd(x, start, iters=15, tol=1e-5)
         assert torch.equal(result.codebooks[j], centroids), j
         assert torch.equal(result.codes[:, j], codes), j
+
+
+def test_weighted_fit_equals_plain_weighted_lloyd_on_minilm_rows(minilm_rows):
+    zipf = 1 / torch.arange(1.0, len(minilm_rows) + 1)  # token ids in frequency order, as sentencepiece lists them
+    result = product_quantize(minilm_rows, m=8, k=64, iters=10, init="random", seed=3, row_weights=zipf)
+    w = check_weights(zipf, len(zipf))
+    for j, seed in enumerate(_space_seeds(3, 8)):
+        x = minilm_rows[:, j * 48 : (j + 1) * 48].contiguous()
+        start = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:64]]
+        centroids, codes = _reference_lloyd(x, start, iters=10, tol=1e-5, w=w)
+        assert torch.allclose(result.codebooks[j], centroids, rtol=1e-5, atol=1e-6), j
+        assert (result.codes[:, j] == codes).float().mean() > 0.999, j  # a rounding may flip a near-tie
+
+
+def test_weighting_rows_serves_the_heavy_rows_better(minilm_rows):
+    zipf = 1 / torch.arange(1.0, len(minilm_rows) + 1)
+
+    def errors(result) -> tuple[float, float]:  # (unweighted, weighted) relative error
+        sq = (minilm_rows - reconstruct(result.codes, result.codebooks)).square().sum(1)
+        norms = minilm_rows.square().sum(1)
+        return (sq.sum() / norms.sum()).sqrt().item(), (sq @ zipf / (norms @ zipf)).sqrt().item()
+
+    plain = errors(product_quantize(minilm_rows, m=16, k=32, seed=0, sample_rows=None))
+    weighted = errors(product_quantize(minilm_rows, m=16, k=32, seed=0, sample_rows=None, row_weights=zipf))
+    assert weighted[1] < plain[1] - 0.05  # the frequent rows' error falls
+    assert weighted[0] > plain[0]  # paid for by the rare rows: the objective changed, not only the seeding
+
+
+def test_weighted_seeding_never_picks_a_row_without_weight(minilm_rows):
+    from asg.quantize import _kmeans_pp
+
+    x = minilm_rows[:, :24].contiguous()
+    w = (torch.arange(len(x)) % 2).float()  # the odd rows only
+    centroids = _kmeans_pp(x, 64, torch.Generator().manual_seed(0), check_weights(w, len(w)))
+    picked = torch.cdist(centroids, x).argmin(1)
+    assert (picked % 2 == 1).all()
+    assert len(set(picked.tolist())) == 64
+
+
+@pytest.mark.parametrize(
+    ("weights", "options", "message"),
+    [
+        (torch.ones(9), {}, r"one entry per row, shape \(10,\)"),
+        (-torch.ones(10), {}, "non-negative"),
+        (torch.zeros(10), {}, "not all zero"),
+        (torch.full((10,), math.nan), {}, "finite"),
+        (torch.ones(10), {"backend": "faiss"}, "backend='faiss' cannot weight rows"),
+    ],
+)
+def test_bad_row_weights_raise_clear_errors(weights, options, message):
+    with pytest.raises(ValueError, match=message):
+        product_quantize(torch.randn(10, 12), m=2, k=4, row_weights=weights, **options)
 
 
 def test_kmeans_from_kmeans_pp_equals_plain_lloyd(minilm_rows):

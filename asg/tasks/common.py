@@ -93,12 +93,13 @@ class TaskModule(pl.LightningModule):
         warmup_ratio: float = 0.1,
         codebook_lr_scale: float = 1.0,
         asg: Mapping[str, Any] | None = None,  # the `asg` config; None leaves the model as it is
+        row_weights: torch.Tensor | None = None,  # (V,) k-means weights of the embedding rows (asg.row_weights)
     ) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode; dropout belongs in fine-tuning
         self.optimizer_factory = optimizer
         self.warmup_ratio, self.codebook_lr_scale = warmup_ratio, codebook_lr_scale
-        self.asg_cfg = asg
+        self.asg_cfg, self.row_weights = asg, row_weights
         self.compression: dict[str, Any] = {}
         self.scores: dict[str, float] = {}
         # every validation's scores with its optimizer step and epoch: the learning curve metrics.json keeps
@@ -117,6 +118,7 @@ class TaskModule(pl.LightningModule):
             rank=self.trainer.global_rank,
             broadcast=self.trainer.strategy.broadcast if distributed else None,
             device=self.trainer.strategy.root_device,
+            row_weights=self.row_weights,
         )
         # The code table never changes and every rank now holds the same one: DDP must not send it from rank 0
         # before every forward (16 MB a step for XLM-R at m=32). DDP skips the buffers named here.

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,6 +57,13 @@ BUDGET = ["asg.budget_pct=0.4"]
 BYTES_BUDGETS = (0.5, 1, 2, 5)  # % of the float32 embedding's bytes, every stored tensor counted
 # the methods that also run the byte budgets with half-precision codebooks (asg.storage_dtype), and their run-name tag
 HALF_STORAGE = {"pq": "f16", "tiered": "f16"}
+# pq also fits with unigram-weighted k-means (asg.row_weights=unigram) where the tokenizer is a unigram one: the
+# weights' power is chosen on dev at WEIGHT_SELECT_BUDGET % of the bytes (seed 42, the dev curve, no test), then
+# tested at WEIGHTED_BUDGETS with the test seeds
+WEIGHTED = {"pq": "uw"}
+WEIGHT_POWERS = (0.5, 1.0)
+WEIGHT_SELECT_BUDGET = 1
+WEIGHTED_BUDGETS = (0.5, 1)
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
 # method -> (fixed overrides, grid axes): every compressed method searches lr x codebook lr scale (9 points); pq
 # and rq then 2 more sub-space counts (11); the dense model searches lr (3)
@@ -96,6 +104,7 @@ SETTINGS: dict[str, dict] = {
         ),
         "dev_metric": "val/en/f1",
         "test_metric": "test/avg/f1",
+        "unigram": True,  # a sentencepiece unigram tokenizer: asg.row_weights=unigram applies
     },
 }
 # every run: no logger or checkpoint left behind (metrics.json holds the scores and the dev curve)
@@ -198,22 +207,57 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
                 tests[test_name] = run(
                     test_name, [*base, *overrides, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
                 )
-        # storage dtype -> budget -> its seeds' runs ({} where none fits)
+        entry = {"grid": runs, "overrides": dict(points), "chosen": chosen, "tests": tests}
+        # weighted fits first: a resumed study starts these before the older budgets' remaining runs
+        if chosen is not None and method in WEIGHTED and spec.get("unigram"):
+            entry["weighted"] = weighted_runs(method, overrides, spec, lambda n, o, go=start: run(n, [*base, *o], go))
+        # variant ("" for float32 codebooks) -> budget -> its seeds' runs ({} where none fits)
         at_bytes: dict[str, dict[str, dict[str, dict | None]]] = {}
         storages = {"float32": "", **({"float16": f"_{HALF_STORAGE[method]}"} if method in HALF_STORAGE else {})}
         for storage, tag in storages.items() if chosen is not None and method != "none" else ():
-            at_bytes[storage] = {}
+            variant = "" if storage == "float32" else f"{storage} codebooks"
+            at_bytes[variant] = {}
             for budget in BYTES_BUDGETS:
-                at_bytes[storage][f"{budget:g}"] = {}
+                at_bytes[variant][f"{budget:g}"] = {}
                 if (moved := bytes_overrides(method, overrides, budget, spec["shape"], storage)) is None:
                     continue
                 for seed in TEST_SEEDS:
                     test_name = f"{method}{tag}_bytes{budget:g}_ep{epochs}_seed{seed}"
-                    at_bytes[storage][f"{budget:g}"][test_name] = run(
+                    at_bytes[variant][f"{budget:g}"][test_name] = run(
                         test_name, [*base, *moved, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
                     )
-        study[method] = {"grid": runs, "overrides": dict(points), "chosen": chosen, "tests": tests, "bytes": at_bytes}
+        if (power := entry.get("weighted", {}).get("power")) is not None:
+            at_bytes[f"unigram-weighted fit, power {power:g}"] = entry["weighted"].pop("tests")
+        study[method] = entry | {"bytes": at_bytes}
     return study
+
+
+def weighted_runs(
+    method: str, overrides: list[str], spec: dict, run: Callable[[str, list[str]], dict | None]
+) -> dict[str, Any]:
+    """A method's unigram-weighted fits: the dev runs of each power at WEIGHT_SELECT_BUDGET % of the bytes, the
+    chosen (run, epochs, dev score) and power, and the test seeds' runs at each WEIGHTED_BUDGETS budget."""
+    dev_only = [f"trainer.max_epochs={MAX_EPOCHS}", f"seed={SELECT_SEED}", "+trainer.limit_test_batches=0"]
+    tag, shape = WEIGHTED[method], spec["shape"]
+
+    def weighted(budget: float, power: float) -> list[str]:
+        moved = bytes_overrides(method, overrides, budget, shape)
+        return [*moved, "asg.row_weights=unigram", f"asg.row_weight_power={power}"]
+
+    names = {f"{method}_{tag}{p:g}_bytes{WEIGHT_SELECT_BUDGET:g}": p for p in WEIGHT_POWERS}
+    grid = {name: run(name, [*weighted(WEIGHT_SELECT_BUDGET, p), *dev_only]) for name, p in names.items()}
+    chosen = best(grid, list(grid), spec["dev_metric"])
+    out = {"grid": grid, "chosen": chosen, "power": None if chosen is None else names[chosen[0]], "tests": {}}
+    if chosen is not None:
+        epochs = chosen[1]
+        for budget in WEIGHTED_BUDGETS:
+            tests = out["tests"][f"{budget:g}"] = {}
+            for seed in TEST_SEEDS:
+                name = f"{method}_{tag}{out['power']:g}_bytes{budget:g}_ep{epochs}_seed{seed}"
+                tests[name] = run(
+                    name, [*weighted(budget, out["power"]), f"trainer.max_epochs={epochs}", f"seed={seed}"]
+                )
+    return out
 
 
 def bytes_overrides(
@@ -276,6 +320,16 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
         "(chosen at 0.4% of the parameters, not again at each budget); pq and rq at the most sub-spaces that leave",
         f"64 centroids or more. Seeds {', '.join(map(str, TEST_SEEDS))}. {', '.join(HALF_STORAGE)} also runs with",
         "float16 codebooks (`asg.storage_dtype=float16`: counted at 2 bytes, rounded before the test).",
+        *(
+            [
+                f"Where the tokenizer is a unigram one, {', '.join(WEIGHTED)} also fits with unigram-weighted k-means "
+                f"(`asg.row_weights=unigram`), its power ({', '.join(f'{p:g}' for p in WEIGHT_POWERS)}) and epochs",
+                f"chosen on dev at {WEIGHT_SELECT_BUDGET:g}% of the bytes (runs `*_{'/'.join(WEIGHTED.values())}*`"
+                " in the grids below), then tested at " + ", ".join(f"{b:g}%" for b in WEIGHTED_BUDGETS) + ".",
+            ]
+            if any("weighted" in entry for entry in study.values())
+            else []
+        ),
         "",
         "| bytes budget % | method | size | bytes kept % | params kept % | fit rel. error | test mean ± std | seeds "
         "| rel. % of dense mean |",
@@ -285,8 +339,10 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
     for budget in (f"{b:g}" for b in BYTES_BUDGETS):
         cells = []
         for method, entry in study.items():
-            for storage, at_budget in entry.get("bytes", {}).items():
-                label = method if storage == "float32" else f"{method}, {storage} codebooks"
+            for variant, at_budget in entry.get("bytes", {}).items():
+                if budget not in at_budget:  # a variant run at fewer budgets
+                    continue
+                label = f"{method}, {variant}" if variant else method
                 done = [r for r in at_budget[budget].values() if r]
                 if not at_budget[budget]:
                     lines.append(f"| {budget} | {label} | no size meets this budget | | | | | | |")
@@ -376,7 +432,7 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
     for method, entry in study.items():
         lines += [f"### {method}", "", "| run | " + " | ".join(f"dev ep {e + 1}" for e in range(MAX_EPOCHS)) + " |"]
         lines.append("|---|" + "---|" * MAX_EPOCHS)
-        for name, r in entry["grid"].items():
+        for name, r in (entry["grid"] | entry.get("weighted", {}).get("grid", {})).items():
             curve = {p["epoch"]: p["scores"][dev] for p in (r or {}).get("val_history", [])}
             cells = [f"{curve[e]:.2f}" if e in curve else "—" for e in range(MAX_EPOCHS)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -393,8 +449,8 @@ def tested_cells(study: dict[str, dict], test: str, dense: float | None) -> list
         if method == "none":
             continue
         groups.append((method, "0.4% of the parameters", entry.get("tests", {})))
-        for storage, budgets in entry.get("bytes", {}).items():
-            label = method if storage == "float32" else f"{method}, {storage} codebooks"
+        for variant, budgets in entry.get("bytes", {}).items():
+            label = f"{method}, {variant}" if variant else method
             groups += [(label, f"{budget}% of the bytes", runs) for budget, runs in budgets.items()]
     cells = []
     for label, size, runs in groups:

@@ -103,6 +103,7 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
             assert [o for o in overrides if o.startswith("asg.m=")] == [f"asg.m={m}"]
             assert ("asg.storage_dtype=float16" in overrides) == (tag == "_f16")
     assert not any(name.startswith("none_bytes") for name in started)  # dense has no budget
+    assert not any("_uw" in name for name in started)  # WordPiece: no unigram weights
     assert "| 0.5 | pq | m=8, k=64 | 2.500 | 0.400 | 0.700 | 42.00 ± 1.00 | 3 | 84.0 |" in text
     assert "| 0.5 | pq, float16 codebooks | m=8, k=64 | 2.500 | 0.400 | 0.700 | 43.00 ± 1.00 | 3 | 86.0 |" in text
     assert "- 5% of the bytes: **pq, float16 codebooks**, 43.00 ± 1.00 (next: pq, 42.00 ± 1.00)" in text
@@ -113,6 +114,42 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
     result["pq"]["tests"][f"{chosen}_ep1_seed1"] = None  # a cell short of a seed is left out
     assert study.pareto_points(result, "test/avg/f1", 50.0)["pq"] == [(2.5, 84.0)] * 4
     assert study.pareto_points(result, "test/avg/f1", None) == {}  # no dense score: nothing to divide by
+
+
+def test_unigram_weighting_chooses_its_power_on_dev_then_tests_the_weighted_budgets(monkeypatch, tmp_path):
+    started: dict[str, list[str]] = {}
+
+    def fake_run(name: str, overrides: list[str], runs_dir) -> dict:
+        started[name] = overrides
+        if "+trainer.limit_test_batches=0" in overrides:  # power 1 peaks on dev after epoch 2
+            return _metrics({"pq_uw1_bytes1": [55.0, 61.0], "pq_uw0.5_bytes1": [58.0, 59.0]}.get(name, [40.0, 45.0]))
+        return _metrics([0.0], test=45.0 if "_uw" in name else 40.0 if name.startswith("pq") else 50.0)
+
+    monkeypatch.setattr(study, "run_config", fake_run)
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "experiments" / "results")
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    args = argparse.Namespace(data_dir="data", e5_dir="e5", methods="pq,none", report_only=False)
+    result = study.run_study("wikiann_e5", args)
+
+    assert result["pq"]["weighted"]["chosen"] == ("pq_uw1_bytes1", 2, 61.0)
+    for power in study.WEIGHT_POWERS:  # each power's dev run at 1% of the bytes, pq's dev-chosen lr and scale
+        overrides = started[f"pq_uw{power:g}_bytes1"]
+        assert "asg.row_weights=unigram" in overrides and f"asg.row_weight_power={power}" in overrides
+        assert "asg.budget_bytes_pct=1" in overrides and "+trainer.limit_test_batches=0" in overrides
+    tests = sorted(name for name in started if name.startswith("pq_uw") and "seed" in name)
+    assert tests == sorted(f"pq_uw1_bytes{b:g}_ep2_seed{s}" for b in study.WEIGHTED_BUDGETS for s in study.TEST_SEEDS)
+    overrides = started["pq_uw1_bytes0.5_ep2_seed3"]
+    assert {"asg.row_weights=unigram", "asg.row_weight_power=1.0", "asg.budget_bytes_pct=0.5", "seed=3"} <= set(
+        overrides
+    )
+    assert "trainer.max_epochs=2" in overrides and "+trainer.limit_test_batches=0" not in overrides
+
+    text = study.report("wikiann_e5", result, "python -m experiments.dev_selection")
+    row = "| 1 | pq, unigram-weighted fit, power 1 | m=8, k=64 | 2.500 | 0.400 | 0.700 | 45.00 ± 0.00 | 3 | 90.0 |"
+    assert row in text
+    assert "| 2 | pq, unigram-weighted fit, power 1 |" not in text  # not run at 2%
+    assert "| pq_uw0.5_bytes1 | 58.00 | 59.00 |" in text  # the power's dev curves are listed with the grids
+    assert "- 1% of the bytes: **pq, unigram-weighted fit, power 1**, 45.00" in text
 
 
 def test_a_choice_on_an_edge_tries_the_next_ladder_step_beyond_it():
@@ -158,7 +195,7 @@ def test_bytes_overrides_move_a_choice_to_a_byte_budget_or_say_none_fits():
 def test_equal_scores_at_a_budget_are_named_a_tie():
     runs = {f"s{seed}": _metrics([0.0], test=60.0 + seed) for seed in study.TEST_SEEDS}
     at_budget = {f"{b:g}": runs for b in study.BYTES_BUDGETS}
-    entry = {"bytes": {"float32": at_budget, "float16": at_budget}}
+    entry = {"bytes": {"": at_budget, "float16 codebooks": at_budget}}
     lines = study.equal_bytes({"pq": entry}, "test/avg/f1", 70.0)
     assert "- 1% of the bytes: **pq, float16 codebooks**, 62.00 ± 1.00 (tied with: pq, 62.00 ± 1.00)" in lines
 
@@ -176,4 +213,4 @@ def test_seeds_at_a_budget_from_two_k_means_versions_are_named():
 
 
 def _at_every_budget(runs: dict) -> dict:
-    return {"pq": {"bytes": {"float32": {f"{b:g}": runs for b in study.BYTES_BUDGETS}}}}
+    return {"pq": {"bytes": {"": {f"{b:g}": runs for b in study.BYTES_BUDGETS}}}}

@@ -68,8 +68,13 @@ def english_train_ids(data_dir: str, tokenizer: PreTrainedTokenizerBase, samples
     return torch.tensor([i for row in ids for i in row])
 
 
-def search(weight: Tensor, counts: Tensor, budget: float, unigram: Tensor | None = None) -> list[dict]:
-    """Every layout's size at the budget and its fit errors (with `unigram` weights, a third), in `LAYOUTS` order."""
+def search(
+    weight: Tensor, counts: Tensor, budget: float, unigram: Tensor | None = None, powers: tuple[float, ...] = ()
+) -> list[dict]:
+    """Every layout's size at the budget and its fit errors (with `unigram` weights, a third), in `LAYOUTS` order;
+    each layout fitted plainly, then once more per power p with k-means rows weighted by unigram ** p."""
+    if powers and unigram is None:
+        raise ValueError("--row-weight-powers needs a unigram tokenizer (tokenizer.json with a Unigram model)")
     vocab, hidden = weight.shape
     rows = []
     for fractions, m in LAYOUTS:
@@ -77,34 +82,46 @@ def search(weight: Tensor, counts: Tensor, budget: float, unigram: Tensor | None
         cfg |= {"budget_bytes_pct": budget, "storage_dtype": "float16", "seed": SEED, "cache_dir": ".cache/codebooks"}
         method = get_method("tiered")
         settings = method.resolve(cfg, vocab, hidden)
-        module = method.build(weight, settings, None)
-        module.storage_dtype = storage_dtype(settings)
-        module.round_to_storage()  # the codebooks an export ships, as the test scores them
-        approx = module.dense_weight().detach().float()
-        stats = module.stats()
-        rows.append(
-            {
-                "tier_fractions": fractions,
-                "tier_m": m,
-                "tier_rows": settings["tier_rows"],
-                "k": settings["k"],
-                "bytes_kept_pct": stats["bytes_kept_pct_packed"],
-                "rel_error": weighted_error(weight, approx, torch.ones(vocab, dtype=torch.float64)),
-                "usage_error": weighted_error(weight, approx, counts),
-            }
-            | ({"unigram_error": weighted_error(weight, approx, unigram)} if unigram is not None else {})
-        )
+        for power in (None, *powers):
+            row_weights = None if power is None else unigram.pow(power)
+            module = method.build(weight, settings, None, row_weights=row_weights)
+            module.storage_dtype = storage_dtype(settings)
+            module.round_to_storage()  # the codebooks an export ships, as the test scores them
+            approx = module.dense_weight().detach().float()
+            rows.append(
+                {
+                    "tier_fractions": fractions,
+                    "tier_m": m,
+                    "tier_rows": settings["tier_rows"],
+                    "k": settings["k"],
+                    "row_weight_power": power,
+                    "bytes_kept_pct": module.stats()["bytes_kept_pct_packed"],
+                    "rel_error": weighted_error(weight, approx, torch.ones(vocab, dtype=torch.float64)),
+                    "usage_error": weighted_error(weight, approx, counts),
+                }
+                | ({"unigram_error": weighted_error(weight, approx, unigram)} if unigram is not None else {})
+            )
     return rows
+
+
+def choice(rows: list[dict]) -> dict:
+    """The plainly fitted layout with the lowest usage error (what `experiments.bytes_frontier` trains)."""
+    return min((r for r in rows if r.get("row_weight_power") is None), key=lambda r: r["usage_error"])
 
 
 def _tiers(row: dict) -> str:
     return ", ".join(f"{n:,} m={m}" for n, m in zip(row["tier_rows"], row["tier_m"], strict=True))
 
 
+def _fit(row: dict) -> str:
+    power = row.get("row_weight_power")
+    return "none" if power is None else f"unigram^{power:g}"
+
+
 def report(
     rows: list[dict], command: str, args: argparse.Namespace, tokens: int, unigram_bound: float | None = None
 ) -> str:
-    best = min(rows, key=lambda r: r["usage_error"])
+    best = choice(rows)
     lines = [
         f"# Tier layouts of `asg=tiered` at {args.budget:g}% of the bytes: multilingual-e5-small (Q4-dequantized)",
         "",
@@ -115,16 +132,18 @@ def report(
         f"{tokens:,} token occurrences of the first {args.train_samples:,} English WikiANN training sentences",
         f"(tokenized as the pipeline does, at most {args.max_length} tokens); rel. error: over the whole matrix. No",
         "training: the task score of the choice comes from `experiments.bytes_frontier`. unigram error: weighted by",
-        "each row's probability under the tokenizer's unigram model (no task text; it chooses nothing).",
+        "each row's probability under the tokenizer's unigram model (no task text; it chooses nothing). k-means",
+        "weights: none, or each row weighted by its unigram probability to a power (`asg.row_weights=unigram`,",
+        "`asg.row_weight_power`); the choice is among the plain fits, the layout `experiments.bytes_frontier` trains.",
         "",
-        "| tiers (ids, m) | k | bytes kept % | rel. error | usage error | unigram error |",
-        "|---|---|---|---|---|---|",
+        "| tiers (ids, m) | k | k-means weights | bytes kept % | rel. error | usage error | unigram error |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         tiers = _tiers(r)
         mark = "**" if r is best else ""
         lines.append(
-            f"| {mark}{tiers}{mark} | {r['k']} | {r['bytes_kept_pct']:.3f} | {r['rel_error']:.4f} | "
+            f"| {mark}{tiers}{mark} | {r['k']} | {_fit(r)} | {r['bytes_kept_pct']:.3f} | {r['rel_error']:.4f} | "
             f"{mark}{r['usage_error']:.4f}{mark} | "
             + (f"{r['unigram_error']:.4f} |" if "unigram_error" in r else "— |")
         )
@@ -135,7 +154,7 @@ def report(
             "",
             f"The Gaussian rate-distortion bound on the unigram-weighted error at {args.budget:g}% of the bytes "
             f"(`experiments.rate_distortion`) is {unigram_bound:.4f}; the lowest layout's unigram error is "
-            f"{low['unigram_error']:.4f} ({_tiers(low)}).",
+            f"{low['unigram_error']:.4f} ({_tiers(low)}; k-means weights {_fit(low)}).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -147,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=1.0, help="%% of the float32 embedding's bytes")
     parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument(
+        "--row-weight-powers", type=float, nargs="*", default=[], help="also fit each layout unigram-weighted"
+    )
     args = parser.parse_args(argv)
     from transformers import AutoModel, AutoTokenizer
 
@@ -158,11 +180,13 @@ def main(argv: list[str] | None = None) -> None:
     if unigram is not None:
         bits = rate_distortion.budget_bits(args.budget, weight.shape[1])
         bound = rate_distortion.bound_error(rate_distortion.spectrum(weight), bits, unigram)
-    rows = search(weight, usage_counts(ids, weight.shape[0]), args.budget, unigram)
+    rows = search(weight, usage_counts(ids, weight.shape[0]), args.budget, unigram, tuple(args.row_weight_powers))
     command = f"python -m experiments.tier_search --data-dir {args.data_dir} --e5-dir {args.e5_dir} "
     command += f"--budget {args.budget:g} --train-samples {args.train_samples} --max-length {args.max_length}"
+    if args.row_weight_powers:
+        command += " --row-weight-powers " + " ".join(f"{p:g}" for p in args.row_weight_powers)
     text = report(rows, command, args, len(ids), bound)
-    best = min(rows, key=lambda r: r["usage_error"])
+    best = choice(rows)
     found = {"command": command, "budget": args.budget, "tokens": len(ids), "layouts": rows, "choice": best}
     found["unigram_bound"] = bound
     write_json_atomic(OUT / "results.json", found)

@@ -51,8 +51,26 @@ def test_report_sets_the_unigram_errors_against_the_weighted_bound():
         for u in (0.55, 0.5)
     ]
     text = tier_search.report(rows, "cmd", args, 100, unigram_bound=0.42)
-    assert "| 0.8000 | **0.6000** | 0.5500 |" in text  # the first of two equal usage errors is the choice
-    assert "is 0.4200; the lowest layout's unigram error is 0.5000 (10 m=32, 90 m=4)." in text
+    assert (
+        "| none | 1.000 | 0.8000 | **0.6000** | 0.5500 |" in text
+    )  # the first of two equal usage errors is the choice
+    assert "is 0.4200; the lowest layout's unigram error is 0.5000 (10 m=32, 90 m=4; k-means weights none)." in text
     assert "bound" not in tier_search.report(
         [{k: v for k, v in r.items() if k != "unigram_error"} for r in rows], "cmd", args, 100
     )
+
+
+def test_a_unigram_weighted_fit_lowers_the_unigram_error_and_the_choice_stays_a_plain_fit(monkeypatch, tmp_path):
+    monkeypatch.setattr(tier_search, "LAYOUTS", [([0.25], [4, 2])])
+    weight = torch.randn(400, 8, generator=torch.Generator().manual_seed(0))
+    unigram = torch.arange(400, 0, -1, dtype=torch.float64).pow(-3.0).flip(0)  # a few rows hold most of the mass
+    unigram /= unigram.sum()
+    counts = torch.ones(400, dtype=torch.float64)
+    monkeypatch.chdir(tmp_path)  # the fit cache goes under .cache/codebooks
+    plain, weighted = tier_search.search(weight, counts, 20.0, unigram, powers=(1.0,))
+    assert (plain["row_weight_power"], weighted["row_weight_power"]) == (None, 1.0)
+    assert plain["k"] == weighted["k"] and plain["bytes_kept_pct"] == weighted["bytes_kept_pct"]
+    assert weighted["unigram_error"] < plain["unigram_error"] - 0.05  # the fit serves the heavy rows
+    assert tier_search.choice([weighted | {"usage_error": 0.0}, plain]) is plain
+    with pytest.raises(ValueError, match="unigram tokenizer"):
+        tier_search.search(weight, counts, 20.0, None, powers=(1.0,))

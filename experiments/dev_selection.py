@@ -17,7 +17,8 @@ share the work. The report is written whole from the runs there are.
 Equal stored bytes: each compressed method then runs at every `BYTES_BUDGETS` share of the float32 embedding's
 bytes (`asg.budget_bytes_pct`, code table bit-packed as exported), with its dev-chosen lr, scale and epochs and the
 same test seeds; pq and rq at the most sub-spaces that leave 64 centroids or more (`asg.methods.widest_m`, a
-sizing rule, not a dev selection); pq and tiered also with float16 codebooks (`HALF_STORAGE`). pareto_bytes.png
+sizing rule, not a dev selection); pq and tiered also with float16 codebooks (`HALF_STORAGE`), and, where the
+tokenizer is a sentencepiece unigram one, with unigram-weighted k-means (`WEIGHTED`). pareto_bytes.png
 draws each fully-run cell's mean test score, as a share of the dense mean, against its bytes kept.
 """
 
@@ -57,13 +58,13 @@ BUDGET = ["asg.budget_pct=0.4"]
 BYTES_BUDGETS = (0.5, 1, 2, 5)  # % of the float32 embedding's bytes, every stored tensor counted
 # the methods that also run the byte budgets with half-precision codebooks (asg.storage_dtype), and their run-name tag
 HALF_STORAGE = {"pq": "f16", "tiered": "f16"}
-# pq also fits with unigram-weighted k-means (asg.row_weights=unigram) where the tokenizer is a unigram one: the
-# weights' power is chosen on dev at WEIGHT_SELECT_BUDGET % of the bytes (seed 42, the dev curve, no test), then
-# tested at WEIGHTED_BUDGETS with the test seeds
-WEIGHTED = {"pq": "uw"}
+# pq and tiered also fit with unigram-weighted k-means (asg.row_weights=unigram) where the tokenizer is a unigram
+# one: the weights' power is chosen on dev at WEIGHT_SELECT_BUDGET % of the bytes (seed 42, the dev curve, no test),
+# then tested at every byte budget with the test seeds
+WEIGHTED = ("pq", "tiered")
+WEIGHT_TAG = "uw"  # in the weighted runs' names
 WEIGHT_POWERS = (0.5, 1.0)
 WEIGHT_SELECT_BUDGET = 1
-WEIGHTED_BUDGETS = (0.5, 1)
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
 # method -> (fixed overrides, grid axes): every compressed method searches lr x codebook lr scale (9 points); pq
 # and rq then 2 more sub-space counts (11); the dense model searches lr (3)
@@ -236,24 +237,24 @@ def weighted_runs(
     method: str, overrides: list[str], spec: dict, run: Callable[[str, list[str]], dict | None]
 ) -> dict[str, Any]:
     """A method's unigram-weighted fits: the dev runs of each power at WEIGHT_SELECT_BUDGET % of the bytes, the
-    chosen (run, epochs, dev score) and power, and the test seeds' runs at each WEIGHTED_BUDGETS budget."""
+    chosen (run, epochs, dev score) and power, and the test seeds' runs at each of BYTES_BUDGETS."""
     dev_only = [f"trainer.max_epochs={MAX_EPOCHS}", f"seed={SELECT_SEED}", "+trainer.limit_test_batches=0"]
-    tag, shape = WEIGHTED[method], spec["shape"]
+    shape = spec["shape"]
 
     def weighted(budget: float, power: float) -> list[str]:
         moved = bytes_overrides(method, overrides, budget, shape)
         return [*moved, "asg.row_weights=unigram", f"asg.row_weight_power={power}"]
 
-    names = {f"{method}_{tag}{p:g}_bytes{WEIGHT_SELECT_BUDGET:g}": p for p in WEIGHT_POWERS}
+    names = {f"{method}_{WEIGHT_TAG}{p:g}_bytes{WEIGHT_SELECT_BUDGET:g}": p for p in WEIGHT_POWERS}
     grid = {name: run(name, [*weighted(WEIGHT_SELECT_BUDGET, p), *dev_only]) for name, p in names.items()}
     chosen = best(grid, list(grid), spec["dev_metric"])
     out = {"grid": grid, "chosen": chosen, "power": None if chosen is None else names[chosen[0]], "tests": {}}
     if chosen is not None:
         epochs = chosen[1]
-        for budget in WEIGHTED_BUDGETS:
+        for budget in BYTES_BUDGETS:
             tests = out["tests"][f"{budget:g}"] = {}
             for seed in TEST_SEEDS:
-                name = f"{method}_{tag}{out['power']:g}_bytes{budget:g}_ep{epochs}_seed{seed}"
+                name = f"{method}_{WEIGHT_TAG}{out['power']:g}_bytes{budget:g}_ep{epochs}_seed{seed}"
                 tests[name] = run(
                     name, [*weighted(budget, out["power"]), f"trainer.max_epochs={epochs}", f"seed={seed}"]
                 )
@@ -324,8 +325,8 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
             [
                 f"Where the tokenizer is a unigram one, {', '.join(WEIGHTED)} also fits with unigram-weighted k-means "
                 f"(`asg.row_weights=unigram`), its power ({', '.join(f'{p:g}' for p in WEIGHT_POWERS)}) and epochs",
-                f"chosen on dev at {WEIGHT_SELECT_BUDGET:g}% of the bytes (runs `*_{'/'.join(WEIGHTED.values())}*`"
-                " in the grids below), then tested at " + ", ".join(f"{b:g}%" for b in WEIGHTED_BUDGETS) + ".",
+                f"chosen on dev at {WEIGHT_SELECT_BUDGET:g}% of the bytes (runs `*_{WEIGHT_TAG}*`"
+                " in the grids below), then tested at every budget.",
             ]
             if any("weighted" in entry for entry in study.values())
             else []

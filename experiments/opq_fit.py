@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "# Fit quality at equal bits: PQ and OPQ, asg against faiss\n\n"
         f"Command: `{command}`\n\nRelative error ||E - Ê||_F / ||E||_F (lower is better); {args.threads} thread(s); "
         "seconds are whole fits on a machine that may be shared. Word embeddings of all-MiniLM-L6-v2 and "
-        "multilingual-e5-small (Q4-dequantized)" + (" (here a Gaussian smoke test)" if args.quick else "") + ".\n\n"
+        "multilingual-e5-small (Q4-dequantized)"
+        + (" (here a Gaussian smoke test)" if args.quick else "")
+        + ".\n\n"
         + "\n".join(lines)
         + "\n"
     )

@@ -137,7 +137,7 @@ def test_unigram_weighting_chooses_its_power_on_dev_then_tests_the_weighted_budg
         assert "asg.row_weights=unigram" in overrides and f"asg.row_weight_power={power}" in overrides
         assert "asg.budget_bytes_pct=1" in overrides and "+trainer.limit_test_batches=0" in overrides
     tests = sorted(name for name in started if name.startswith("pq_uw") and "seed" in name)
-    assert tests == sorted(f"pq_uw1_bytes{b:g}_ep2_seed{s}" for b in study.WEIGHTED_BUDGETS for s in study.TEST_SEEDS)
+    assert tests == sorted(f"pq_uw1_bytes{b:g}_ep2_seed{s}" for b in study.BYTES_BUDGETS for s in study.TEST_SEEDS)
     overrides = started["pq_uw1_bytes0.5_ep2_seed3"]
     assert {"asg.row_weights=unigram", "asg.row_weight_power=1.0", "asg.budget_bytes_pct=0.5", "seed=3"} <= set(
         overrides
@@ -147,7 +147,7 @@ def test_unigram_weighting_chooses_its_power_on_dev_then_tests_the_weighted_budg
     text = study.report("wikiann_e5", result, "python -m experiments.dev_selection")
     row = "| 1 | pq, unigram-weighted fit, power 1 | m=8, k=64 | 2.500 | 0.400 | 0.700 | 45.00 ± 0.00 | 3 | 90.0 |"
     assert row in text
-    assert "| 2 | pq, unigram-weighted fit, power 1 |" not in text  # not run at 2%
+    assert "| 5 | pq, unigram-weighted fit, power 1 | m=8, k=64 |" in text  # every budget is tested
     assert "| pq_uw0.5_bytes1 | 58.00 | 59.00 |" in text  # the power's dev curves are listed with the grids
     assert "- 1% of the bytes: **pq, unigram-weighted fit, power 1**, 45.00" in text
 

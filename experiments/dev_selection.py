@@ -443,8 +443,8 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
 
 def tested_cells(study: dict[str, dict], test: str, dense: float | None) -> list[dict[str, Any]]:
     """Each tested configuration with every seed run: its method (and codebook storage), where it was sized, its
-    seeds, bytes kept as exported, mean fit error and mean test score as % of `dense`, the dense mean; none
-    without a dense score."""
+    seeds, bytes kept as exported, mean fit error, mean test score as % of `dense`, the dense mean, and its first
+    seed's `asg` config; none without a dense score."""
     groups = []
     for method, entry in study.items() if dense else ():
         if method == "none":
@@ -465,6 +465,7 @@ def tested_cells(study: dict[str, dict], test: str, dense: float | None) -> list
                     "bytes_pct": exported_bytes_pct(done[0]["compression"]),
                     "rel_error": statistics.mean(r["compression"]["rel_error"] for r in done),
                     "score_pct": 100 * statistics.mean(r["scores"][test] for r in done) / dense,
+                    "asg": done[0]["asg"],  # the first seed's config, to fit it again
                 }
             )
     return cells

@@ -1,6 +1,6 @@
 """How low a fit error a byte budget allows: the Gaussian rate-distortion bound against the dev-selected fits.
 
-    python -m experiments.rate_distortion [--e5-dir DIR] [--out-dir experiments/results/rate_distortion]
+    python -m experiments.rate_distortion [--e5-dir DIR] [--out-dir experiments/results/rate_distortion] [--refit]
 
 For a word embedding E (V x d) with row covariance eigenvalues l_1..l_d, reverse water-filling gives the lowest
 mean squared error per row that any code of R bits per row reaches on a Gaussian source with that covariance:
@@ -16,6 +16,8 @@ source, not for E; how far the fits sit above it, at every budget, is what says 
 the gap. It weighs every vocabulary row alike: a method that spends its bits on the rows text uses (tiered ASG)
 can score above what its error over all rows suggests. Where the tokenizer is a unigram one (e5's sentencepiece),
 the bound is also given for the error weighted by each row's unigram probability: the room such a method has.
+With --refit, each pq, rq, tiered and lowrank cell's first seed is fitted again (the fit cache, the current k-means
+version) to measure its unigram-weighted error against that weighted bound.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import Any
 
 import torch
 
+from asg.embedding import CompressedEmbedding
+from asg.methods import get_method, storage_dtype
 from asg.results import write_json_atomic, write_text_atomic
 from asg.row_weights import unigram_probabilities
 from experiments.dev_selection import SETTINGS, tested_cells
@@ -39,6 +43,8 @@ from experiments.runner import RESULTS, command_line
 MATRICES = {"e5": ("multilingual-e5-small", "wikiann_e5"), "minilm": ("all-MiniLM-L6-v2", "bc5cdr_minilm")}
 BUDGETS = (0.5, 1, 2, 5)  # % of the float32 V x d bytes
 KEPT = 95  # the share of the dense score whose fit errors the report traces back to bytes
+# the methods --refit fits again; sg's k-means over whole rows at k up to 12k would take longer than all of these
+REFIT = ("pq", "rq", "tiered", "lowrank")
 
 
 def spectrum(weight: torch.Tensor) -> dict[str, Any]:
@@ -92,6 +98,28 @@ def bytes_for_error(spec: dict[str, Any], dim: int, error: float, weights: torch
     return hi
 
 
+def weighted_error(weight: torch.Tensor, approx: torch.Tensor, counts: torch.Tensor) -> float:
+    """sqrt(sum_i c_i ||e_i - a_i||^2 / sum_i c_i ||e_i||^2): the relative error of the rows weighted by `counts`
+    (how often text uses each row; ones give the whole-matrix relative error)."""
+    err = (weight - approx).double().square().sum(1)
+    norm = weight.double().square().sum(1)
+    return float((counts @ err / (counts @ norm)).sqrt())
+
+
+def fit(weight: torch.Tensor, asg_cfg: dict[str, Any], unigram: torch.Tensor | None = None) -> CompressedEmbedding:
+    """The module an `asg` config fits to `weight` (through the fit cache), its codebooks rounded to their storage
+    precision as the test scores them; `unigram` gives the row weights of asg.row_weights=unigram."""
+    method = get_method(asg_cfg["method"])
+    settings = method.resolve(asg_cfg, *weight.shape)
+    weighted = {}
+    if settings.get("row_weights") == "unigram":
+        weighted["row_weights"] = unigram.pow(settings["row_weight_power"])
+    module = method.build(weight, settings, None, **weighted)
+    module.storage_dtype = storage_dtype(settings)
+    module.round_to_storage()
+    return module
+
+
 def unigram_weights(tokenizer_file: Path, vocab: int) -> torch.Tensor | None:
     """Each embedding row's probability under the tokenizer's unigram model (`asg.row_weights`); None where the
     file is absent or the tokenizer is not a unigram one."""
@@ -108,10 +136,15 @@ def study_cells(study: dict[str, Any], metric: str) -> list[dict[str, Any]]:
 
 
 def measure(
-    source: str, weight: torch.Tensor, study: dict[str, Any] | None, metric: str, unigram: torch.Tensor | None = None
+    source: str,
+    weight: torch.Tensor,
+    study: dict[str, Any] | None,
+    metric: str,
+    unigram: torch.Tensor | None = None,
+    refit: bool = False,
 ) -> dict[str, Any]:
     """The bound at each budget (and with rows weighted by `unigram`), and each study cell against the bound at its
-    own bytes."""
+    own bytes; with `refit`, each `REFIT` cell's first seed fitted again for its unigram-weighted error."""
     spec, dim = spectrum(weight), weight.shape[1]
     out: dict[str, Any] = {
         "matrix": MATRICES[source][0],
@@ -126,14 +159,23 @@ def measure(
         "cells": [],
     }
     for cell in study_cells(study, metric) if study else []:
-        cell["bound"] = bound_error(spec, budget_bits(cell["bytes_pct"], dim))
+        asg_cfg = cell.pop("asg")
+        bits = budget_bits(cell["bytes_pct"], dim)
+        cell["bound"] = bound_error(spec, bits)
+        if refit and unigram is not None and asg_cfg["method"] in REFIT:
+            approx = fit(weight, asg_cfg, unigram).dense_weight().detach().float()
+            cell |= {"unigram_error": weighted_error(weight, approx, unigram), "fit_seed": asg_cfg["seed"]}
+            cell["weighted_bound"] = bound_error(spec, bits, unigram)
         out["cells"].append(cell)
     kept = [c for c in out["cells"] if c["score_pct"] >= KEPT]
     if kept:
         worst = max(kept, key=lambda c: c["rel_error"])
         out["kept"] = worst | {"bound_bytes_pct": bytes_for_error(spec, dim, worst["rel_error"])}
-        if unigram is not None:
-            out["kept"]["weighted_bytes_pct"] = bytes_for_error(spec, dim, worst["rel_error"], unigram)
+        if unigram is not None and all("unigram_error" in c for c in kept):
+            weighted = max(kept, key=lambda c: c["unigram_error"])
+            out["kept_unigram"] = weighted | {
+                "weighted_bytes_pct": bytes_for_error(spec, dim, weighted["unigram_error"], unigram)
+            }
     return out
 
 
@@ -165,15 +207,19 @@ def report(rows: list[dict[str, Any]], missing: list[str]) -> str:
         if not row["cells"]:
             lines += ["", "No dev-selection cell has every seed run yet."]
             continue
+        refitted = any("unigram_error" in c for c in row["cells"])
         lines += [
             "",
             "| cell | seeds | bytes kept % | fit rel. error | bound at those bytes | above the bound "
-            "| score % of dense |",
-            "|---|---|---|---|---|---|---|",
+            + ("| unigram-weighted error (refit) | weighted bound | above it " if refitted else "")
+            + "| score % of dense |",
+            "|---|---|---|---|---|---|" + ("---|---|---|" if refitted else "") + "---|",
         ]
         lines += [
             f"| {c['cell']} | {c['seeds']} | {c['bytes_pct']:.3f} | {c['rel_error']:.3f} | {c['bound']:.3f} | "
-            f"{c['rel_error'] - c['bound']:+.3f} | {c['score_pct']:.1f} |"
+            f"{c['rel_error'] - c['bound']:+.3f} | "
+            + (_weighted_cells(c) if refitted else "")
+            + f"{c['score_pct']:.1f} |"
             for c in row["cells"]
         ]
         above = [c["rel_error"] - c["bound"] for c in row["cells"]]
@@ -187,14 +233,17 @@ def report(rows: list[dict[str, Any]], missing: list[str]) -> str:
                 f"{k['bound_bytes_pct']:.2f}% of the bytes: below that, even an ideal code for a Gaussian source of "
                 "this covariance has a higher error.",
             ]
-            if "weighted_bytes_pct" in k:
+            if "kept_unigram" in row:
+                u = row["kept_unigram"]
                 lines += [
                     "",
-                    "Weighted by the tokenizer's unigram probabilities (the error on the pieces text uses most, with a "
-                    "code table that spends its bits on them, as tiered ASG does), the bound reaches that error at "
-                    f"{k['weighted_bytes_pct']:.2f}% of the bytes. The cells' errors above are unweighted: how close "
-                    "a fit comes to the weighted bound is not measured here.",
+                    f"Weighted by the tokenizer's unigram probabilities (the error on the pieces text uses most), the "
+                    f"cells that kept >= {KEPT}% had errors of at most {u['unigram_error']:.3f} ({u['cell']}). The "
+                    "weighted bound, which lets a code spend its bits on those pieces, reaches that error at "
+                    f"{u['weighted_bytes_pct']:.2f}% of the bytes.",
                 ]
+            elif refitted or any("weighted" in b for b in row["bound"]):
+                lines += ["", "Unigram-weighted errors: run with --refit to fit the cells again and measure them."]
         else:
             lines += ["", f"No cell kept >= {KEPT}% of the dense score."]
     if missing:
@@ -202,10 +251,23 @@ def report(rows: list[dict[str, Any]], missing: list[str]) -> str:
     return "\n".join([*lines, ""])
 
 
+def _weighted_cells(cell: dict[str, Any]) -> str:
+    if "unigram_error" not in cell:
+        return "— | — | — | "
+    u, b = cell["unigram_error"], cell["weighted_bound"]
+    return f"{u:.3f} (seed {cell['fit_seed']}) | {b:.3f} | {u - b:+.3f} | "
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--e5-dir", type=Path, default=_default_e5_dir())
     parser.add_argument("--out-dir", type=Path, default=RESULTS / "rate_distortion")
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help=f"fit each {'/'.join(REFIT)} cell's first seed again (the fit cache, the current k-means) to measure its "
+        "unigram-weighted error; minutes per cell",
+    )
     args = parser.parse_args(argv)
     rows, missing = [], []
     for source, (name, setting) in MATRICES.items():
@@ -220,7 +282,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         metric = SETTINGS[setting]["test_metric"]
         weight = _load({"source": source, "path": path})
         unigram = unigram_weights(path.parent / "tokenizer.json", weight.shape[0])
-        rows.append(measure(source, weight, study, metric, unigram))
+        rows.append(measure(source, weight, study, metric, unigram, args.refit))
     write_json_atomic(args.out_dir / "rate_distortion.json", {"rows": rows, "missing": missing})
     text = report(rows, missing)
     write_text_atomic(args.out_dir / "rate_distortion.md", text)

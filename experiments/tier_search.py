@@ -21,7 +21,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from asg.data import conll
-from asg.methods import get_method, storage_dtype
+from asg.methods import get_method
 from asg.results import write_json_atomic, write_text_atomic
 from experiments import rate_distortion
 from experiments.runner import RESULTS
@@ -49,14 +49,6 @@ def usage_counts(ids: Tensor, vocab: int) -> Tensor:
     return torch.bincount(ids, minlength=vocab).double()
 
 
-def weighted_error(weight: Tensor, approx: Tensor, counts: Tensor) -> float:
-    """sqrt(sum_i c_i ||e_i - a_i||^2 / sum_i c_i ||e_i||^2): the relative error of the rows as the text uses them
-    (counts of ones give the whole-matrix relative error)."""
-    err = (weight - approx).double().square().sum(1)
-    norm = weight.double().square().sum(1)
-    return float((counts @ err / (counts @ norm)).sqrt())
-
-
 def english_train_ids(data_dir: str, tokenizer: PreTrainedTokenizerBase, samples: int, max_length: int) -> Tensor:
     """Token ids of the first `samples` English WikiANN training sentences, tokenized as the NER pipeline does
     (special tokens included, truncated at `max_length`)."""
@@ -80,27 +72,18 @@ def search(
     for fractions, m in LAYOUTS:
         cfg = {"method": "tiered", "tier_fractions": fractions, "tier_m": m, "k": None, "budget_pct": None}
         cfg |= {"budget_bytes_pct": budget, "storage_dtype": "float16", "seed": SEED, "cache_dir": ".cache/codebooks"}
-        method = get_method("tiered")
-        settings = method.resolve(cfg, vocab, hidden)
+        settings = get_method("tiered").resolve(cfg, vocab, hidden)
         for power in (None, *powers):
-            row_weights = None if power is None else unigram.pow(power)
-            module = method.build(weight, settings, None, row_weights=row_weights)
-            module.storage_dtype = storage_dtype(settings)
-            module.round_to_storage()  # the codebooks an export ships, as the test scores them
+            weighted = {} if power is None else {"row_weights": "unigram", "row_weight_power": power}
+            module = rate_distortion.fit(weight, cfg | weighted, unigram)
             approx = module.dense_weight().detach().float()
-            rows.append(
-                {
-                    "tier_fractions": fractions,
-                    "tier_m": m,
-                    "tier_rows": settings["tier_rows"],
-                    "k": settings["k"],
-                    "row_weight_power": power,
-                    "bytes_kept_pct": module.stats()["bytes_kept_pct_packed"],
-                    "rel_error": weighted_error(weight, approx, torch.ones(vocab, dtype=torch.float64)),
-                    "usage_error": weighted_error(weight, approx, counts),
-                }
-                | ({"unigram_error": weighted_error(weight, approx, unigram)} if unigram is not None else {})
-            )
+            row = {"tier_fractions": fractions, "tier_m": m, "tier_rows": settings["tier_rows"], "k": settings["k"]}
+            row |= {"row_weight_power": power, "bytes_kept_pct": module.stats()["bytes_kept_pct_packed"]}
+            row["rel_error"] = rate_distortion.weighted_error(weight, approx, torch.ones(vocab, dtype=torch.float64))
+            row["usage_error"] = rate_distortion.weighted_error(weight, approx, counts)
+            if unigram is not None:
+                row["unigram_error"] = rate_distortion.weighted_error(weight, approx, unigram)
+            rows.append(row)
     return rows
 
 

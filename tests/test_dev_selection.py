@@ -13,7 +13,7 @@ def _metrics(dev: list[float], test: float | None = None) -> dict:
     scores = {"val/en/f1": dev[-1]} | ({"test/avg/f1": test} if test is not None else {})
     history = [{"epoch": e, "step": 10 * (e + 1), "scores": {"val/en/f1": d}} for e, d in enumerate(dev)]
     compression = {"method": "pq", "m": 8, "k": 64, "params_kept_pct": 0.4, "bytes_kept_pct": 2.5, "rel_error": 0.7}
-    return {"scores": scores, "val_history": history, "compression": compression}
+    return {"scores": scores, "val_history": history, "compression": compression, "asg": {"method": "pq", "k": 64}}
 
 
 def test_every_compressed_method_searches_the_same_lr_x_scale_grid():

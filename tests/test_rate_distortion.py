@@ -57,17 +57,18 @@ def test_spectrum_of_a_scaled_gaussian_and_the_inverse_budget():
     assert rd.budget_bits(1, 384) == pytest.approx(122.88)
 
 
-def run(score: float, error: float, bytes_pct: float) -> dict:
-    return {"scores": {"test/avg/f1": score}, "compression": {"rel_error": error, "bytes_kept_pct_packed": bytes_pct}}
+def run(score: float, error: float, bytes_pct: float, **asg) -> dict:
+    compression = {"rel_error": error, "bytes_kept_pct_packed": bytes_pct}
+    return {"scores": {"test/avg/f1": score}, "compression": compression, "asg": {"method": "pq", "seed": 1} | asg}
 
 
 STUDY = {
     "none": {"tests": {"none_s1": run(50.0, 0.0, 100.0), "none_s2": run(52.0, 0.0, 100.0)}},
     "pq": {
-        "tests": {"pq_s1": run(48.0, 0.58, 3.0), "pq_s2": run(50.0, 0.60, 3.0)},
+        "tests": {"pq_s1": run(48.0, 0.58, 3.0, m=4, k=8), "pq_s2": run(50.0, 0.60, 3.0, m=4, k=8)},
         "bytes": {
             "": {"1": {"pq_b1_s1": run(30.0, 0.8, 1.0), "pq_b1_s2": None}, "2": {}},
-            "float16 codebooks": {"5": {"pq_f16_s1": run(51.0, 0.4, 4.9)}},
+            "float16 codebooks": {"5": {"pq_f16_s1": run(51.0, 0.4, 4.9, m=4, k=16)}},
         },
     },
 }
@@ -79,12 +80,13 @@ def test_cells_are_the_fully_run_configurations_against_the_dense_mean():
         "pq at 0.4% of the parameters",  # the 1% cell misses a seed and the 2% one has none: both left out
         "pq, float16 codebooks at 5% of the bytes",
     ]
-    assert cells[0] | {} == {
+    assert cells[0] == {
         "cell": "pq at 0.4% of the parameters",
         "seeds": 2,
         "bytes_pct": 3.0,
         "rel_error": pytest.approx(0.59),
         "score_pct": pytest.approx(100 * 49 / 51),
+        "asg": {"method": "pq", "seed": 1, "m": 4, "k": 8},  # the first seed's, to fit it again
     }
 
 
@@ -121,7 +123,44 @@ def test_weighted_bound_needs_fewer_bytes_where_few_rows_carry_the_weight(monkey
     unigram[:20] = 1 / 20  # a hundredth of the rows carry every occurrence
     row = rd.measure("gauss", weight, STUDY, "test/avg/f1", unigram)
     assert all(b["weighted"] < b["rel_error"] for b in row["bound"])
-    assert row["kept"]["weighted_bytes_pct"] < row["kept"]["bound_bytes_pct"]
-    text = rd.report([row], [])
-    assert f"the bound reaches that error at {row['kept']['weighted_bytes_pct']:.2f}% of the bytes" in text
+    spec, error = rd.spectrum(weight), row["kept"]["rel_error"]
+    assert rd.bytes_for_error(spec, 16, error, unigram) < row["kept"]["bound_bytes_pct"]
+    assert "kept_unigram" not in row  # without --refit no cell's weighted error is known
     assert "no unigram tokenizer" in rd.report([rd.measure("gauss", weight, STUDY, "test/avg/f1")], [])
+
+
+def test_weighted_error_weights_rows_by_use_and_is_the_relative_error_with_unit_counts():
+    weight = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])
+    approx = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 1.0]])  # row errors^2: 0, 1, 1; norms^2: 25, 1, 4
+    assert rd.weighted_error(weight, approx, torch.ones(3, dtype=torch.float64)) == pytest.approx((2 / 30) ** 0.5)
+    counts = torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64)  # row 1 twice, row 0 once, row 2 never
+    assert rd.weighted_error(weight, approx, counts) == pytest.approx((2 / 27) ** 0.5)
+
+
+def test_refit_measures_each_cells_unigram_error_and_traces_the_kept_ones_to_the_weighted_bound(monkeypatch):
+    weight = torch.randn(2_000, 16, generator=torch.Generator().manual_seed(3))
+    unigram = torch.rand(2_000, generator=torch.Generator().manual_seed(4), dtype=torch.float64).pow(8)
+    unigram /= unigram.sum()
+    monkeypatch.setitem(rd.MATRICES, "gauss", ("a Gaussian", "none"))
+    row = rd.measure("gauss", weight, STUDY, "test/avg/f1", unigram, refit=True)
+    by_cell = {c["cell"]: c for c in row["cells"]}
+    cell = by_cell["pq at 0.4% of the parameters"]
+    approx = rd.fit(weight, {"method": "pq", "seed": 1, "m": 4, "k": 8}).dense_weight().detach()
+    assert cell["unigram_error"] == pytest.approx(rd.weighted_error(weight, approx, unigram))
+    assert cell["weighted_bound"] == pytest.approx(
+        rd.bound_error(rd.spectrum(weight), rd.budget_bits(3.0, 16), unigram)
+    )
+    assert cell["fit_seed"] == 1 and "asg" not in cell  # the config is not written to the results
+    worst = max(by_cell.values(), key=lambda c: c["unigram_error"])  # both cells kept >= 95% of dense
+    kept = row["kept_unigram"]
+    assert kept["cell"] == worst["cell"]
+    spec = rd.spectrum(weight)
+    assert rd.bound_error(spec, rd.budget_bits(kept["weighted_bytes_pct"], 16), unigram) == pytest.approx(
+        worst["unigram_error"]
+    )
+    text = rd.report([row], [])
+    assert "| unigram-weighted error (refit) | weighted bound | above it |" in text
+    assert f"| {cell['unigram_error']:.3f} (seed 1) | {cell['weighted_bound']:.3f} |" in text
+    assert f"reaches that error at {kept['weighted_bytes_pct']:.2f}% of the bytes" in text
+    plain = rd.report([rd.measure("gauss", weight, STUDY, "test/avg/f1", unigram)], [])
+    assert "run with --refit" in plain and "unigram-weighted error (refit)" not in plain

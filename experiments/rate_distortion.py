@@ -113,6 +113,8 @@ def fit(weight: torch.Tensor, asg_cfg: dict[str, Any], unigram: torch.Tensor | N
     settings = method.resolve(asg_cfg, *weight.shape)
     weighted = {}
     if settings.get("row_weights") == "unigram":
+        if unigram is None:
+            raise ValueError("asg.row_weights=unigram: pass the tokenizer's unigram probabilities to fit it again")
         weighted["row_weights"] = unigram.pow(settings["row_weight_power"])
     module = method.build(weight, settings, None, **weighted)
     module.storage_dtype = storage_dtype(settings)

@@ -55,13 +55,21 @@ def check_row_weights(cfg: Mapping[str, Any]) -> None:
 def fit_row_weights(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, vocab: int) -> Tensor | None:
     """The (V,) weights asg.row_weights asks for, from the model's own tokenizer; None for null."""
     check_row_weights(cfg)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    wanted = cfg.get("row_weights") is not None and backend is not None
+    probs = unigram_probabilities(backend.to_str(), vocab) if wanted else None
+    return row_weights_from(cfg, probs, tokenizer.name_or_path)
+
+
+def row_weights_from(cfg: Mapping[str, Any], probs: Tensor | None, source: str) -> Tensor | None:
+    """The (V,) weights asg.row_weights asks for, given the unigram probabilities of `source`'s tokenizer
+    (`unigram_probabilities`; None where it has none); None for null."""
+    check_row_weights(cfg)
     if cfg.get("row_weights") is None:
         return None
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    probs = None if backend is None else unigram_probabilities(backend.to_str(), vocab)
     if probs is None:
         raise ValueError(
             f"asg.row_weights=unigram needs a sentencepiece unigram tokenizer (XLM-R, mT5, multilingual-e5); "
-            f"{tokenizer.name_or_path} has none (WordPiece keeps no token frequencies): set asg.row_weights=null"
+            f"{source} has none (WordPiece keeps no token frequencies): set asg.row_weights=null"
         )
     return probs ** cfg.get("row_weight_power", 1.0)

@@ -34,7 +34,7 @@ import torch
 from asg.embedding import CompressedEmbedding
 from asg.methods import get_method, storage_dtype
 from asg.results import write_json_atomic, write_text_atomic
-from asg.row_weights import unigram_probabilities
+from asg.row_weights import row_weights_from, unigram_probabilities
 from experiments.dev_selection import SETTINGS, tested_cells
 from experiments.pq_fit import HINTS, _default_e5_dir, _load, _real_file
 from experiments.runner import RESULTS, command_line
@@ -111,12 +111,8 @@ def fit(weight: torch.Tensor, asg_cfg: dict[str, Any], unigram: torch.Tensor | N
     precision as the test scores them; `unigram` gives the row weights of asg.row_weights=unigram."""
     method = get_method(asg_cfg["method"])
     settings = method.resolve(asg_cfg, *weight.shape)
-    weighted = {}
-    if settings.get("row_weights") == "unigram":
-        if unigram is None:
-            raise ValueError("asg.row_weights=unigram: pass the tokenizer's unigram probabilities to fit it again")
-        weighted["row_weights"] = unigram.pow(settings["row_weight_power"])
-    module = method.build(weight, settings, None, **weighted)
+    row_weights = row_weights_from(settings, unigram, f"the {tuple(weight.shape)} matrix")
+    module = method.build(weight, settings, None, **({} if row_weights is None else {"row_weights": row_weights}))
     module.storage_dtype = storage_dtype(settings)
     module.round_to_storage()
     return module

@@ -103,3 +103,12 @@ def load_model(
         # the config must say so, or a later tie_weights() or resize_token_embeddings() ties the head silently
         model.config.tie_word_embeddings = False
     return model
+
+
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Recompute each layer's activations in the backward (non-reentrant torch checkpointing, which replays the
+    layer's dropout masks); transformers 5 names what 4.x called gradient checkpointing activation checkpointing."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

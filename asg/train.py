@@ -25,7 +25,15 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from asg.data.loaders import build_datamodule
 from asg.loggers import finish_wandb
 from asg.methods import get_method, storage_dtype
-from asg.models import hidden_and_vocab, load_config, load_model, load_tokenizer, loader_settings, resolve_name_or_path
+from asg.models import (
+    enable_activation_checkpointing,
+    hidden_and_vocab,
+    load_config,
+    load_model,
+    load_tokenizer,
+    loader_settings,
+    resolve_name_or_path,
+)
 from asg.quantize import FIT_VERSION
 from asg.results import code_version, environment, exported_bytes_pct, write_json_atomic
 from asg.row_weights import check_row_weights, fit_row_weights
@@ -227,6 +235,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(datamodule_cfg, cfg, tokenizer)
     labels = list(task.labels) if family in ("token_classification", "sequence_classification") else None
     model = load_model(name_or_path, family, labels=labels, **config_kwargs)
+    if cfg.model.activation_checkpointing:
+        enable_activation_checkpointing(model)
     module = instantiate(module_cfg)(
         model,
         optimizer=instantiate(cfg.optimizer),

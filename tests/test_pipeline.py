@@ -105,6 +105,25 @@ def test_float16_storage_is_counted_and_what_the_test_scores(tmp_path, tiny_dirs
     assert not torch.equal(codebooks, codebooks.bfloat16().float())  # rounded to float16, not merely coarse
 
 
+def test_activation_checkpointing_changes_memory_not_training(tmp_path, tiny_dirs, shared_data, monkeypatch):
+    trained = []
+    real_fit = pl.Trainer.fit
+
+    def fit(trainer, module, **kwargs):  # whether the layers recompute, and the weights one step leaves
+        real_fit(trainer, module, **kwargs)
+        weights = {name: p.detach().clone() for name, p in module.model.named_parameters()}
+        trained.append((module.model.is_activation_checkpointing, weights))
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
+    tiny_run(tmp_path / "kept", tiny_dirs, shared_data, "mbert")
+    tiny_run(tmp_path / "recomputed", tiny_dirs, shared_data, "mbert", "model.activation_checkpointing=true")
+    (kept_on, kept), (recomputed_on, recomputed) = trained
+    assert (kept_on, recomputed_on) == (False, True)
+    assert kept.keys() == recomputed.keys()
+    for name, weight in kept.items():  # dropout replays its masks in the recomputation: the same step
+        assert torch.equal(weight, recomputed[name]), name
+
+
 def test_baseline_keeps_dense_embedding(tmp_path, tiny_dirs, shared_data):
     metrics = tiny_run(tmp_path, tiny_dirs, shared_data, "mbert", "asg=none")
     c = metrics["compression"]

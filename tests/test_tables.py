@@ -201,6 +201,7 @@ def _edit_seed_2_run(runs: Path, key: str, value) -> None:
         ("trainer.log_every_n_steps", 1, None),
         ("data", "/elsewhere/data", None),  # another folder holding the same local copy
         ("hydra.run.dir", "elsewhere", None),
+        ("model.activation_checkpointing", True, None),  # the same training step, recomputed (test_pipeline)
         ("asg.storage_dtype", "float16", "asg.storage_dtype=float16"),
         ("asg.storage_dtype", "float32", None),  # the fixtures predate the key: float32 is what they stored
         ("fit_version", 4, "asg.fit_version=4"),  # another k-means: not a seed of the unrecorded version's runs

@@ -238,16 +238,29 @@ def curve_table(study: Study, runs: dict[str, dict | None]) -> list[str]:
     return lines
 
 
-def last_epoch_gains(study: Study, runs: dict[str, dict | None]) -> list[str]:
-    """How much each run's dev score still rose over its last epoch: near zero where training has saturated."""
-    lines = []
-    for name, r in runs.items():
-        history = (r or {}).get("val_history") or []
-        earlier = [p for p in history if p["epoch"] == history[-1]["epoch"] - 1] if history else []
-        if earlier:
-            last, before = history[-1]["scores"][study.dev_metric], earlier[-1]["scores"][study.dev_metric]
-            lines.append(f"- `{name}`: {before:.2f} -> {last:.2f} ({last - before:+.2f}) over its last epoch")
-    return lines
+def epoch_choice(study: Study, runs: dict[str, dict | None]) -> list[str]:
+    """Where each run's held-out dev curve peaks, the training length dev chooses among the curve's points, and how
+    much the score still rose over the last epoch: near zero where training has saturated."""
+    lines, at_end = [], 0
+    curves = {name: r["val_history"] for name, r in runs.items() if r and r.get("val_history")}
+    for name, history in curves.items():
+        score = [p["scores"][study.dev_metric] for p in history]
+        best = max(range(len(history)), key=score.__getitem__)  # the earliest of equal scores
+        at_end += best == len(history) - 1
+        earlier = [i for i, p in enumerate(history) if p["epoch"] == history[-1]["epoch"] - 1]
+        gain = (
+            f"{score[earlier[-1]]:.2f} -> {score[-1]:.2f} ({score[-1] - score[earlier[-1]]:+.2f}) over its last epoch; "
+            if earlier
+            else ""
+        )
+        lines.append(f"- `{name}`: {gain}best dev point at step {history[best]['step']} of {history[-1]['step']}")
+    if not curves:
+        return []
+    summary = (
+        f"The best held-out dev point is the last one in {at_end} of {len(curves)} runs; in those, dev chooses the "
+        "longest training tried, the edge of the grid, so longer training might still help."
+    )
+    return [summary, "", *lines]
 
 
 def run_rows(study: Study, runs: dict[str, dict | None]) -> list[str]:
@@ -294,7 +307,7 @@ def report(study: Study, runs: dict[str, dict | None], command: str) -> str:
     lines += ["", f"## Test ({study.metric}, ASG = `{asg_name}`)", "", *score_table(study, runs, asg_name)]
     lines += ["", f"Public reference (the paper's setting, not this one): {study.reference}"]
     lines += ["", "## Learning curve (held-out English dev)", "", *curve_table(study, runs), ""]
-    lines += [*last_epoch_gains(study, runs), ""]
+    lines += [*epoch_choice(study, runs), ""]
     return "\n".join(lines)
 
 

@@ -120,7 +120,11 @@ def test_tables_show_relative_scores_and_the_learning_curve():
     assert "| en | 67.00 ± 1.41 | 49.50 | 73.9% |" in text
     assert "none_s1 dev" not in text  # the learning curve shows the selection runs only
     assert "| 62 | 1 | 55.00 (1.000) | 45.00 (1.000) |" in text  # step, epoch, dev (mean training loss) per run
-    assert "- `pq`: 48.00 -> 50.00 (+2.00) over its last epoch" in text
+    assert "- `pq`: 48.00 -> 50.00 (+2.00) over its last epoch; best dev point at step 372 of 372" in text
+    assert "The best held-out dev point is the last one in 3 of 3 runs" in text  # none, pq, none_s1: still rising
+    runs["pq"]["val_history"][2]["scores"]["val/en/accuracy"] = 99.0  # a peak at step 186, half way
+    text = study_script.report(XNLI, runs, "cmd")
+    assert "best dev point at step 186 of 372" in text and "is the last one in 2 of 3 runs" in text
     assert "| pq_cb30 | not run or failed |" in text
     assert "| 0.410 | 4.600 | 0.5843 |" in text  # kept parameters, bytes, and the fit's error beside the scores
     assert "k-means versions" not in text

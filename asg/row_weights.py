@@ -1,23 +1,26 @@
 """Row weights for a weighted fit (`asg.row_weights`): how much of the text each embedding row serves.
 
 k-means over an embedding treats a token seen once per billion words like "the". Weighted by how often each token
-occurs, the fit spends its centroids where the text is. Sentencepiece unigram tokenizers (XLM-R, mT5,
-multilingual-e5) store each piece's log probability, so the weights come with the model and depend on no task
-data: a zero-shot run stays zero-shot. Their `asg.row_weight_power` p flattens them (w = prob^p): 1 is the
-unigram distribution itself, 0 every row alike.
+occurs, the fit spends its centroids where the text is. Two sources of those frequencies:
+  - `unigram`: sentencepiece unigram tokenizers (XLM-R, mT5, multilingual-e5) store each piece's log probability,
+    so the weights come with the model and depend on no task data: a zero-shot run stays zero-shot;
+  - `train`: each token's share of the run's own training split (the training language only), add-one smoothed so
+    that a token the split never shows keeps the weight of one occurrence; for any tokenizer, WordPiece included.
+`asg.row_weight_power` p flattens either (w = prob^p): 1 is the distribution itself, 0 every row alike.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import chain
 from typing import Any
 
 import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-ROW_WEIGHTS = ("unigram",)  # the values asg.row_weights takes besides null (every row alike)
+ROW_WEIGHTS = ("unigram", "train")  # the values asg.row_weights takes besides null (every row alike)
 WEIGHTED_METHODS = ("pq", "tiered")  # the methods whose fit takes row weights
 
 
@@ -52,9 +55,27 @@ def check_row_weights(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"asg.row_weight_power={power!r} must be a number in (0, 1] (1: the unigram probabilities)")
 
 
-def fit_row_weights(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, vocab: int) -> Tensor | None:
-    """The (V,) weights asg.row_weights asks for, from the model's own tokenizer; None for null."""
+def train_token_probabilities(rows: Iterable[Mapping[str, Any]], vocab: int) -> Tensor:
+    """Each embedding row's share of the tokens in `rows` (encoded examples with `input_ids`), add-one smoothed:
+    (count + 1) / (tokens + V)."""
+    ids = torch.tensor(list(chain.from_iterable(row["input_ids"] for row in rows)), dtype=torch.long)
+    counts = torch.bincount(ids, minlength=vocab).to(torch.float64) + 1
+    return counts / counts.sum()
+
+
+def fit_row_weights(
+    cfg: Mapping[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    vocab: int,
+    train_rows: Callable[[], Iterable[Mapping[str, Any]]] | None = None,  # the encoded training split, once read
+) -> Tensor | Callable[[], Tensor] | None:
+    """The (V,) weights asg.row_weights asks for; None for null. `unigram` reads the model's own tokenizer; `train`
+    counts the training split's tokens, so it is returned as a function to call once the datamodule has read it."""
     check_row_weights(cfg)
+    if cfg.get("row_weights") == "train":
+        if train_rows is None:
+            raise ValueError("asg.row_weights=train needs the run's training split; this caller has none")
+        return lambda: row_weights_from(cfg, train_token_probabilities(train_rows(), vocab), "the training split")
     backend = getattr(tokenizer, "backend_tokenizer", None)
     wanted = cfg.get("row_weights") is not None and backend is not None
     probs = unigram_probabilities(backend.to_str(), vocab) if wanted else None
@@ -62,14 +83,15 @@ def fit_row_weights(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, 
 
 
 def row_weights_from(cfg: Mapping[str, Any], probs: Tensor | None, source: str) -> Tensor | None:
-    """The (V,) weights asg.row_weights asks for, given the unigram probabilities of `source`'s tokenizer
-    (`unigram_probabilities`; None where it has none); None for null."""
+    """The (V,) weights asg.row_weights asks for, given the row probabilities of its source (`source`'s unigram
+    model, `unigram_probabilities`, None where it has none; or `train_token_probabilities`); None for null."""
     check_row_weights(cfg)
     if cfg.get("row_weights") is None:
         return None
     if probs is None:
         raise ValueError(
             f"asg.row_weights=unigram needs a sentencepiece unigram tokenizer (XLM-R, mT5, multilingual-e5); "
-            f"{source} has none (WordPiece keeps no token frequencies): set asg.row_weights=null"
+            f"{source} has none (WordPiece keeps no token frequencies): set asg.row_weights=train (the training "
+            "split's token counts) or null"
         )
     return probs ** cfg.get("row_weight_power", 1.0)

@@ -231,8 +231,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     tokenizer = load_tokenizer(name_or_path, config=config, **tokenizer_kwargs)
     asg_settings = OmegaConf.to_container(cfg.asg, resolve=True)
-    row_weights = None if cfg.asg.method == "none" else fit_row_weights(asg_settings, tokenizer, vocab)
     datamodule = build_datamodule(datamodule_cfg, cfg, tokenizer)
+    row_weights = (
+        None if cfg.asg.method == "none" else fit_row_weights(asg_settings, tokenizer, vocab, datamodule.train_rows)
+    )
     labels = list(task.labels) if family in ("token_classification", "sequence_classification") else None
     model = load_model(name_or_path, family, labels=labels, **config_kwargs)
     if cfg.model.activation_checkpointing:

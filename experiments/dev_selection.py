@@ -17,8 +17,9 @@ share the work. The report is written whole from the runs there are.
 Equal stored bytes: each compressed method then runs at every `BYTES_BUDGETS` share of the float32 embedding's
 bytes (`asg.budget_bytes_pct`, code table bit-packed as exported), with its dev-chosen lr, scale and epochs and the
 same test seeds; pq and rq at the most sub-spaces that leave 64 centroids or more (`asg.methods.widest_m`, a
-sizing rule, not a dev selection); pq and tiered also with float16 codebooks (`HALF_STORAGE`), and, where the
-tokenizer is a sentencepiece unigram one, with unigram-weighted k-means (`WEIGHTED`). pareto_bytes.png
+sizing rule, not a dev selection); pq and tiered also with float16 codebooks (`HALF_STORAGE`), and with
+weighted k-means (`WEIGHTED`): by the unigram probabilities of a sentencepiece tokenizer, else by the training
+split's token counts (`asg.row_weights`, the setting's `row_weights`). pareto_bytes.png
 draws each fully-run cell's mean test score, as a share of the dense mean, against its bytes kept.
 """
 
@@ -58,11 +59,19 @@ BUDGET = ["asg.budget_pct=0.4"]
 BYTES_BUDGETS = (0.5, 1, 2, 5)  # % of the float32 embedding's bytes, every stored tensor counted
 # the methods that also run the byte budgets with half-precision codebooks (asg.storage_dtype), and their run-name tag
 HALF_STORAGE = {"pq": "f16", "tiered": "f16"}
-# pq and tiered also fit with unigram-weighted k-means (asg.row_weights=unigram) where the tokenizer is a unigram
-# one: the weights' power is chosen on dev at WEIGHT_SELECT_BUDGET % of the bytes (seed 42, the dev curve, no test),
-# then tested at every byte budget with the test seeds
+# pq and tiered also fit with weighted k-means (asg.row_weights, from the setting's `row_weights`): the weights'
+# power is chosen on dev at WEIGHT_SELECT_BUDGET % of the bytes (seed 42, the dev curve, no test), then tested at
+# every byte budget with the test seeds
 WEIGHTED = ("pq", "tiered")
-WEIGHT_TAG = "uw"  # in the weighted runs' names
+# asg.row_weights -> the weighted runs' name tag, their label in the report, and what the weights are
+WEIGHTINGS = {
+    "unigram": ("uw", "unigram-weighted fit", "the tokenizer's unigram probabilities"),
+    "train": (
+        "tw",
+        "fit weighted by the training split's tokens",
+        "the training split's token counts, add-one smoothed",
+    ),
+}
 WEIGHT_POWERS = (0.5, 1.0)
 WEIGHT_SELECT_BUDGET = 1
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
@@ -92,6 +101,7 @@ SETTINGS: dict[str, dict] = {
             "all-MiniLM-L6-v2 on BC5CDR: the first 1,000 training sentences; dev = the first 1,000 `devel` "
             "sentences, test = the first 1,000 test sentences"
         ),
+        "row_weights": "train",  # WordPiece keeps no unigram scores: weights from the training split's tokens
         "dev_metric": "val/en/f1",
         "test_metric": "test/avg/f1",
     },
@@ -105,7 +115,7 @@ SETTINGS: dict[str, dict] = {
         ),
         "dev_metric": "val/en/f1",
         "test_metric": "test/avg/f1",
-        "unigram": True,  # a sentencepiece unigram tokenizer: asg.row_weights=unigram applies
+        "row_weights": "unigram",  # a sentencepiece unigram tokenizer: its pieces' probabilities
     },
 }
 # every run: no logger or checkpoint left behind (metrics.json holds the scores and the dev curve)
@@ -210,7 +220,7 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
                 )
         entry = {"grid": runs, "overrides": dict(points), "chosen": chosen, "tests": tests}
         # weighted fits first: a resumed study starts these before the older budgets' remaining runs
-        if chosen is not None and method in WEIGHTED and spec.get("unigram"):
+        if chosen is not None and method in WEIGHTED and spec.get("row_weights"):
             entry["weighted"] = weighted_runs(method, overrides, spec, lambda n, o, go=start: run(n, [*base, *o], go))
         # variant ("" for float32 codebooks) -> budget -> its seeds' runs ({} where none fits)
         at_bytes: dict[str, dict[str, dict[str, dict | None]]] = {}
@@ -228,7 +238,7 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
                         test_name, [*base, *moved, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
                     )
         if (power := entry.get("weighted", {}).get("power")) is not None:
-            at_bytes[f"unigram-weighted fit, power {power:g}"] = entry["weighted"].pop("tests")
+            at_bytes[f"{WEIGHTINGS[spec['row_weights']][1]}, power {power:g}"] = entry["weighted"].pop("tests")
         study[method] = entry | {"bytes": at_bytes}
     return study
 
@@ -236,16 +246,17 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
 def weighted_runs(
     method: str, overrides: list[str], spec: dict, run: Callable[[str, list[str]], dict | None]
 ) -> dict[str, Any]:
-    """A method's unigram-weighted fits: the dev runs of each power at WEIGHT_SELECT_BUDGET % of the bytes, the
-    chosen (run, epochs, dev score) and power, and the test seeds' runs at each of BYTES_BUDGETS."""
+    """A method's weighted fits (asg.row_weights from `spec`): the dev runs of each power at WEIGHT_SELECT_BUDGET %
+    of the bytes, the chosen (run, epochs, dev score) and power, and the test seeds' runs at each of BYTES_BUDGETS."""
     dev_only = [f"trainer.max_epochs={MAX_EPOCHS}", f"seed={SELECT_SEED}", "+trainer.limit_test_batches=0"]
     shape = spec["shape"]
 
     def weighted(budget: float, power: float) -> list[str]:
         moved = bytes_overrides(method, overrides, budget, shape)
-        return [*moved, "asg.row_weights=unigram", f"asg.row_weight_power={power}"]
+        return [*moved, f"asg.row_weights={spec['row_weights']}", f"asg.row_weight_power={power}"]
 
-    names = {f"{method}_{WEIGHT_TAG}{p:g}_bytes{WEIGHT_SELECT_BUDGET:g}": p for p in WEIGHT_POWERS}
+    tag = WEIGHTINGS[spec["row_weights"]][0]
+    names = {f"{method}_{tag}{p:g}_bytes{WEIGHT_SELECT_BUDGET:g}": p for p in WEIGHT_POWERS}
     grid = {name: run(name, [*weighted(WEIGHT_SELECT_BUDGET, p), *dev_only]) for name, p in names.items()}
     chosen = best(grid, list(grid), spec["dev_metric"])
     out = {"grid": grid, "chosen": chosen, "power": None if chosen is None else names[chosen[0]], "tests": {}}
@@ -254,7 +265,7 @@ def weighted_runs(
         for budget in BYTES_BUDGETS:
             tests = out["tests"][f"{budget:g}"] = {}
             for seed in TEST_SEEDS:
-                name = f"{method}_{WEIGHT_TAG}{out['power']:g}_bytes{budget:g}_ep{epochs}_seed{seed}"
+                name = f"{method}_{tag}{out['power']:g}_bytes{budget:g}_ep{epochs}_seed{seed}"
                 tests[name] = run(
                     name, [*weighted(budget, out["power"]), f"trainer.max_epochs={epochs}", f"seed={seed}"]
                 )
@@ -310,8 +321,9 @@ def size_text(c: dict) -> str:
     return f"m={c['m']}, k={c['k']}" if c["m"] > 1 else f"k={c['k']}"
 
 
-def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[str]:
-    """The equal-bytes section: every method at each budget, and the best mean test score per budget."""
+def equal_bytes(study: dict[str, dict], test: str, dense: float | None, row_weights: str | None = None) -> list[str]:
+    """The equal-bytes section: every method at each budget, and the best mean test score per budget;
+    `row_weights` is the setting's source of the weighted fits' weights."""
     lines = [
         "",
         "## Equal stored bytes (test)",
@@ -323,12 +335,12 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None) -> list[
         "float16 codebooks (`asg.storage_dtype=float16`: counted at 2 bytes, rounded before the test).",
         *(
             [
-                f"Where the tokenizer is a unigram one, {', '.join(WEIGHTED)} also fits with unigram-weighted k-means "
-                f"(`asg.row_weights=unigram`), its power ({', '.join(f'{p:g}' for p in WEIGHT_POWERS)}) and epochs",
-                f"chosen on dev at {WEIGHT_SELECT_BUDGET:g}% of the bytes (runs `*_{WEIGHT_TAG}*`"
-                " in the grids below), then tested at every budget.",
+                f"{', '.join(WEIGHTED)} also fits with weighted k-means (`asg.row_weights={row_weights}`: "
+                f"{WEIGHTINGS[row_weights][2]}), its power ({', '.join(f'{p:g}' for p in WEIGHT_POWERS)}) and",
+                f"epochs chosen on dev at {WEIGHT_SELECT_BUDGET:g}% of the bytes (runs "
+                f"`*_{WEIGHTINGS[row_weights][0]}*` in the grids below), then tested at every budget.",
             ]
-            if any("weighted" in entry for entry in study.values())
+            if row_weights and any("weighted" in entry for entry in study.values())
             else []
         ),
         "",
@@ -428,7 +440,7 @@ def report(setting: str, study: dict[str, dict], command: str) -> str:
     ]
     if edges:
         lines += ["", "Chosen on an edge of what was tried (a wider search may find a better dev score):", "", *edges]
-    lines += equal_bytes(study, test, statistics.mean(dense) if dense else None)
+    lines += equal_bytes(study, test, statistics.mean(dense) if dense else None, SETTINGS[setting].get("row_weights"))
     lines += ["", "## Grids (dev score after each epoch)", ""]
     for method, entry in study.items():
         lines += [f"### {method}", "", "| run | " + " | ".join(f"dev ep {e + 1}" for e in range(MAX_EPOCHS)) + " |"]

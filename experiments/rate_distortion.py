@@ -111,6 +111,8 @@ def fit(weight: torch.Tensor, asg_cfg: dict[str, Any], unigram: torch.Tensor | N
     precision as the test scores them; `unigram` gives the row weights of asg.row_weights=unigram."""
     method = get_method(asg_cfg["method"])
     settings = method.resolve(asg_cfg, *weight.shape)
+    if settings.get("row_weights") == "train":
+        raise ValueError("asg.row_weights=train weights rows by a training split's tokens, which this fit has none of")
     row_weights = row_weights_from(settings, unigram, f"the {tuple(weight.shape)} matrix")
     module = method.build(weight, settings, None, **({} if row_weights is None else {"row_weights": row_weights}))
     module.storage_dtype = storage_dtype(settings)

@@ -65,7 +65,8 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
                 {"pq_m32_lr0.0002_cb10": [50.0, 52.0], "pq_m16_lr0.0002_cb10": [60.0, 58.0]}.get(name, [40.0, 45.0])
             )
         seed = int(name.rsplit("seed", 1)[1])
-        return _metrics([0.0], test=40.0 + seed + ("_f16" in name) if name.startswith("pq") else 50.0)
+        score = 40.0 + seed + ("_f16" in name) + 2 * ("_tw" in name)
+        return _metrics([0.0], test=score if name.startswith("pq") else 50.0)
 
     monkeypatch.setattr(study, "run_config", fake_run)
     # the methods not started read finished runs from the results folder: an empty one here, not the repository's
@@ -103,13 +104,20 @@ def test_the_chosen_point_is_tested_over_the_seeds_at_its_epoch_count(monkeypatc
             assert [o for o in overrides if o.startswith("asg.m=")] == [f"asg.m={m}"]
             assert ("asg.storage_dtype=float16" in overrides) == (tag == "_f16")
     assert not any(name.startswith("none_bytes") for name in started)  # dense has no budget
-    assert not any("_uw" in name for name in started)  # WordPiece: no unigram weights
+    # WordPiece keeps no unigram scores: the weighted fits count the training split's tokens instead
+    assert not any("_uw" in name for name in started)
+    assert {"asg.row_weights=train", "asg.row_weight_power=0.5", "+trainer.limit_test_batches=0"} <= set(
+        started["pq_tw0.5_bytes1"]
+    )
+    assert {"asg.row_weights=train", "asg.budget_bytes_pct=5", "seed=3"} <= set(started["pq_tw0.5_bytes5_ep2_seed3"])
+    assert "(`asg.row_weights=train`: the training split's token counts, add-one smoothed)" in text
     assert "| 0.5 | pq | m=8, k=64 | 2.500 | 0.400 | 0.700 | 42.00 ± 1.00 | 3 | 84.0 |" in text
     assert "| 0.5 | pq, float16 codebooks | m=8, k=64 | 2.500 | 0.400 | 0.700 | 43.00 ± 1.00 | 3 | 86.0 |" in text
-    assert "- 5% of the bytes: **pq, float16 codebooks**, 43.00 ± 1.00 (next: pq, 42.00 ± 1.00)" in text
+    weighted = "pq, fit weighted by the training split's tokens, power 0.5"
+    assert f"- 5% of the bytes: **{weighted}**, 44.00 ± 1.00 (next: pq, float16 codebooks, 43.00 ± 1.00)" in text
     # the Pareto figure's points: every fully-run cell as % of the dense mean (50), by bytes kept
     points = study.pareto_points(result, "test/avg/f1", 50.0)
-    assert points == {"pq": [(2.5, 84.0)] * 5, "pq, float16 codebooks": [(2.5, 86.0)] * 4}
+    assert points == {"pq": [(2.5, 84.0)] * 5, "pq, float16 codebooks": [(2.5, 86.0)] * 4, weighted: [(2.5, 88.0)] * 4}
     assert "![test score as % of dense against bytes kept %](pareto_bytes.png)" in text
     result["pq"]["tests"][f"{chosen}_ep1_seed1"] = None  # a cell short of a seed is left out
     assert study.pareto_points(result, "test/avg/f1", 50.0)["pq"] == [(2.5, 84.0)] * 4

@@ -165,5 +165,5 @@ def test_refit_measures_each_cells_unigram_error_and_traces_the_kept_ones_to_the
     plain = rd.report([rd.measure("gauss", weight, STUDY, "test/avg/f1", unigram)], [])
     assert "run with --refit" in plain and "unigram-weighted error (refit)" not in plain
     weighted_cfg = {"method": "pq", "seed": 1, "m": 4, "k": 8, "row_weights": "unigram", "row_weight_power": 1.0}
-    with pytest.raises(ValueError, match="needs a sentencepiece unigram tokenizer.*set asg.row_weights=null"):
+    with pytest.raises(ValueError, match="needs a sentencepiece unigram tokenizer.*set asg.row_weights=train"):
         rd.fit(weight, weighted_cfg)  # a weighted cell without the probabilities to weigh it

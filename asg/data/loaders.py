@@ -61,13 +61,17 @@ class LanguageDataModule(pl.LightningDataModule):
     def _rows(self, stage: str, lang: str) -> list[dict[str, Any]]:
         return self.encoded[(stage, lang)]
 
+    def train_rows(self) -> list[dict[str, Any]]:
+        """The encoded training split (after `setup("fit")`), every example whatever the rank trains on."""
+        return self._rows("train", self.train_lang)
+
     def _loader(self, rows: list[dict[str, Any]], batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             rows, batch_size=batch_size, sampler=sampler, collate_fn=self.collator(), num_workers=self.num_workers
         )
 
     def train_dataloader(self) -> DataLoader:
-        rows = self._rows("train", self.train_lang)
+        rows = self.train_rows()
         # Under DDP each rank trains on its own shard; evaluation stays whole on every rank (the trainer runs with
         # use_distributed_sampler=False) so scores are over the full test sets, never padded or split.
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -93,7 +93,9 @@ class TaskModule(pl.LightningModule):
         warmup_ratio: float = 0.1,
         codebook_lr_scale: float = 1.0,
         asg: Mapping[str, Any] | None = None,  # the `asg` config; None leaves the model as it is
-        row_weights: torch.Tensor | None = None,  # (V,) k-means weights of the embedding rows (asg.row_weights)
+        # (V,) k-means weights of the embedding rows (asg.row_weights), or a function that gives them once the
+        # datamodule has read the training split (asg.row_weights=train)
+        row_weights: torch.Tensor | Callable[[], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode; dropout belongs in fine-tuning
@@ -118,7 +120,7 @@ class TaskModule(pl.LightningModule):
             rank=self.trainer.global_rank,
             broadcast=self.trainer.strategy.broadcast if distributed else None,
             device=self.trainer.strategy.root_device,
-            row_weights=self.row_weights,
+            row_weights=self.row_weights() if callable(self.row_weights) else self.row_weights,
         )
         # The code table never changes and every rank now holds the same one: DDP must not send it from rank 0
         # before every forward (16 MB a step for XLM-R at m=32). DDP skips the buffers named here.

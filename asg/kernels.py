@@ -2,10 +2,10 @@
 search (csrc/kmeans.cpp) and the codebook lookup, forward and backward (csrc/lookup.cpp).
 
 Each build needs a C++ compiler and ninja (a dependency); it takes ~30 s once. The built library is cached under
-TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)/asg, named by a hash of its source, torch and Python, so
-checkouts of different commits sharing a home directory never rebuild over each other. Each build runs in its own
-temporary directory and is published by an atomic rename: a process killed mid-build (a preempted SLURM job, a
-timed-out CI run) leaves no lock behind. torch's own shared build folders wait forever on such a lock.
+TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)/asg, named by a hash of its source, compiler flags, torch
+and Python, so checkouts of different commits sharing a home directory never rebuild over each other. Each build
+runs in its own temporary directory and is published by an atomic rename: a process killed mid-build (a preempted
+SLURM job, a timed-out CI run) leaves no lock behind. torch's own shared build folders wait forever on such a lock.
 
 The search dispatches on the CPU at run time (AVX-512 or AVX2), so one build serves every node of a cluster.
 Where a build fails, the CPU lacks AVX2, or ASG_KERNELS=0, `nearest`, `gather` and `scatter` return None and the
@@ -31,6 +31,10 @@ from torch.utils import cpp_extension
 
 log = logging.getLogger(__name__)
 SOURCES = {name: Path(__file__).with_name("csrc") / f"{name}.cpp" for name in ("kmeans", "lookup")}
+# ATen's parallel_for is an OpenMP pragma inside the extension: without -fopenmp it compiles to one thread. The
+# GOMP symbols then resolve to the libgomp that libtorch_cpu loads, so one OpenMP runtime serves both. Apple's clang
+# has no -fopenmp; there the kernels run on one thread.
+CFLAGS = ["-O3", *(["-fopenmp"] if sys.platform.startswith("linux") else [])]
 _lock = threading.Lock()
 _loaded: dict[str, Any] = {}  # name -> module, or None once a build failed
 
@@ -48,7 +52,8 @@ def _build(name: str) -> Any | None:
         return None
     try:
         source = SOURCES[name]
-        tag = hashlib.sha256(source.read_bytes() + f"{torch.__version__} {sys.version}".encode()).hexdigest()[:12]
+        build = f"{CFLAGS} {torch.__version__} {sys.version}"
+        tag = hashlib.sha256(source.read_bytes() + build.encode()).hexdigest()[:12]
         ext = f"asg_{name}_{tag}"  # also the module's name, which the library's init symbol carries
         cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / "asg"
         built = cache / f"{ext}.so"
@@ -71,7 +76,7 @@ def _compile(ext: str, source: Path, built: Path) -> Any:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     built.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=built.parent, prefix=f"{ext}.build.") as tmp:
-        lib = cpp_extension.load(name=ext, sources=[str(source)], extra_cflags=["-O3"], build_directory=tmp)
+        lib = cpp_extension.load(name=ext, sources=[str(source)], extra_cflags=CFLAGS, build_directory=tmp)
         os.replace(Path(tmp) / f"{ext}.so", built)  # same filesystem: concurrent builders publish whole files
     return lib
 

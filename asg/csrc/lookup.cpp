@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <atomic>
 #include <cstring>
 
 namespace {
@@ -73,9 +74,17 @@ torch::Tensor scatter(const torch::Tensor& grad, const torch::Tensor& codes, int
   return table;
 }
 
+// Chunks one parallel region over at::get_num_threads() items runs in: 1 where the build has no OpenMP.
+int64_t parallel_chunks() {
+  std::atomic<int64_t> chunks{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) { ++chunks; });
+  return chunks;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gather", &gather, "(n, m * s) vectors of (n, m) codes from (m, k, s) codebooks");
+  module.def("parallel_chunks", &parallel_chunks, "threads a parallel region gets (1 without OpenMP)");
   module.def("scatter", &scatter, "the (m, k, s) codebook gradient of gather, summed in autograd's order");
 }

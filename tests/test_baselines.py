@@ -36,6 +36,7 @@ def asg_cfg(method: str, **overrides) -> dict:
         "storage_dtype": "float32",
         "tier_fractions": [0.08, 0.4],  # conf/asg/tiered.yaml's
         "tier_m": [32, 16, 4],
+        "tier_order": "id",
         "progress": False,
     } | overrides
 

@@ -127,13 +127,18 @@ def test_save_pretrained_of_a_compressed_model_refuses_and_names_the_export(tmp_
 
 
 @pytest.mark.parametrize("storage", ["float32", "float16"])
-@pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq", "opq", "tiered"])
+@pytest.mark.parametrize("method", ["pq", "sg", "lowrank", "rq", "opq", "tiered", "tiered:frequency"])
 def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, storage, no_unpickling):
+    method, _, order = method.partition(":")
     overrides = (f"asg={method}", "asg.k=16", "asg.m=4", "asg.iters=2", f"asg.storage_dtype={storage}")
+    if order:  # tiers by the rows' weights: the tier map is stored and counted too
+        overrides += (f"asg.tier_order={order}", "asg.row_weights=train")
     asg_cfg = OmegaConf.to_container(make_cfg(tmp_path, *overrides).asg)
     model = load_model(str(tiny_dirs["mbert"]), "token_classification", labels=NER_LABELS)
     original = sum(p.numel() for p in model.parameters()) * 4
-    compress_model(model, asg_cfg | {"progress": False})
+    vocab = model.config.vocab_size
+    weights = torch.rand(vocab, generator=torch.Generator().manual_seed(0)) if order else None
+    compress_model(model, asg_cfg | {"progress": False}, row_weights=weights)
     embedding = model.get_input_embeddings()
     floats = {name: t.clone() for name, t in embedding.state_dict().items() if t.is_floating_point()}
     embedding.round_to_storage()  # as train() does before the test: the export stores these values
@@ -153,6 +158,8 @@ def test_every_registered_method_round_trips(tmp_path, tiny_dirs, method, storag
     assert torch.equal(auto(input_ids=ids).logits, before)
     saved = saved_tensors(tmp_path / "export")
     assert not dense_tables(saved, model.config.vocab_size, 32)
+    if order:  # 3 tiers: 2 bits a row
+        assert saved["bert.embeddings.word_embeddings.tier_of"] == ((math.ceil(vocab * 2 / 8),), torch.uint8)
     stored = {saved[f"bert.embeddings.word_embeddings.{name}"][1] for name in floats}
     assert stored == {getattr(torch, storage)}  # codebooks, factors, rotation: in the storage precision on disk
     assert sizes["dense_bytes"] == original

@@ -27,9 +27,31 @@ def test_tiers_with_one_centroid_per_row_are_lossless():
     assert torch.equal(module(ids), F.embedding(ids, weight))
 
 
-def test_lookup_logits_and_gradients_follow_the_dense_matrix():
+def fit_by_frequency(weight, row_weights, **overrides):
+    """Tiers filled by the rows' weights, as asg.tier_order=frequency asg.row_weights=... builds them."""
+    spec = get_method("tiered")
+    cfg = asg_cfg("tiered", **(TIERS | {"tier_order": "frequency", "row_weights": "train"} | overrides))
+    return spec.build(weight, spec.resolve(cfg, *weight.shape), None, row_weights=row_weights)
+
+
+def test_frequency_tiers_put_the_heaviest_rows_first_and_stay_exact_there():
+    weight = random_weight(96, 16)
+    row_weights = torch.rand(96, generator=torch.Generator().manual_seed(1))
+    module = fit_by_frequency(weight, row_weights, k=24)  # 24 ids in each of the first two tiers: lossless there
+    heaviest = torch.argsort(row_weights, descending=True)[:48]
+    assert sorted(module.tier_of[heaviest].tolist()) == [0] * 24 + [1] * 24
+    assert torch.equal(module(heaviest), weight[heaviest])
+    assert torch.equal(module.dense_weight()[heaviest], weight[heaviest])
+    assert module.code_tables()["tier_of"] == 3 and module.stats()["tier_order"] == "frequency"
+
+
+@pytest.mark.parametrize("order", ["id", "frequency"])
+def test_lookup_logits_and_gradients_follow_the_dense_matrix(order):
     weight = random_weight(300, 16)
-    module = fit(weight, "tiered", **TIERS, k=8)
+    if order == "id":
+        module = fit(weight, "tiered", **TIERS, k=8)
+    else:
+        module = fit_by_frequency(weight, torch.rand(300, generator=torch.Generator().manual_seed(1)), k=8)
     dense = module.dense_weight()
     ids = torch.tensor([[0, 74, 75, 149, 150, 299], [5, 5, 200, 100, 1, 298]])  # both sides of every tier's edge
     assert torch.equal(module(ids), F.embedding(ids, dense))
@@ -42,8 +64,13 @@ def test_lookup_logits_and_gradients_follow_the_dense_matrix():
         module(torch.tensor([300]))
 
 
-def test_spec_rebuilds_the_same_shapes():
-    module = fit(random_weight(300, 16), "tiered", **TIERS, k=8)
+@pytest.mark.parametrize("order", ["id", "frequency"])
+def test_spec_rebuilds_the_same_shapes(order):
+    weight = random_weight(300, 16)
+    if order == "id":
+        module = fit(weight, "tiered", **TIERS, k=8)
+    else:  # the rebuilt module's placeholder map is replaced by the stored one, and its row index follows
+        module = fit_by_frequency(weight, torch.rand(300, generator=torch.Generator().manual_seed(1)), k=8)
     empty = TieredEmbedding.from_spec(module.spec())
     empty.load_state_dict(module.state_dict())
     ids = torch.arange(300)
@@ -62,6 +89,21 @@ def test_budget_bytes_pct_sizes_the_tiers_within_five_percent(storage):
     assert abs(stored - 0.01 * vocab * dim * 4) <= 0.05 * 0.01 * vocab * dim * 4
     module = fit(random_weight(3000, 48), "tiered", **TIERS, budget_bytes_pct=20.0, storage_dtype=storage)
     assert exported_bytes_pct(module.stats()) == pytest.approx(20.0, rel=0.05)
+    # by frequency, the stored tier map (2 bits a row for 3 tiers) is counted in the budget
+    ordered = get_method("tiered").resolve(cfg | {"tier_order": "frequency", "row_weights": "train"}, vocab, dim)
+    tier_map = math.ceil(vocab * 2 / 8)
+    stored = sum(
+        ordered["k"] * dim * width + math.ceil(r * m * (ordered["k"] - 1).bit_length() / 8)
+        for r, m in zip(rows, [32, 16, 4], strict=True)
+    )
+    assert abs(stored + tier_map - 0.01 * vocab * dim * 4) <= 0.05 * 0.01 * vocab * dim * 4
+    row_weights = torch.rand(3000, generator=torch.Generator().manual_seed(0))
+    module = fit_by_frequency(random_weight(3000, 48), row_weights, budget_bytes_pct=20.0, storage_dtype=storage)
+    module.storage_dtype = getattr(torch, storage)
+    assert exported_bytes_pct(module.stats()) == pytest.approx(20.0, rel=0.05)
+    assert module.stats()["code_bytes_packed"] == math.ceil(3000 * 2 / 8) + sum(
+        math.ceil(t.num_embeddings * t.m * (t.k - 1).bit_length() / 8) for t in module.tiers
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,6 +115,8 @@ def test_budget_bytes_pct_sizes_the_tiers_within_five_percent(storage):
         ({"tier_m": [8, 5, 2]}, "asg.m=5 does not divide hidden size 16"),
         ({"k": 30}, "k=30 centroids exceed the smallest tier's 25 ids"),
         ({"budget_bytes_pct": 0.01}, r"cannot be met .* by tiered with asg.tier_m=\[8, 4, 2\]"),
+        ({"tier_order": "rank"}, "asg.tier_order='rank' is not one of id, frequency"),
+        ({"tier_order": "frequency"}, "set asg.row_weights=train"),
     ],
 )
 def test_bad_tier_settings_fail_early_with_the_fix(overrides, match):

@@ -72,6 +72,9 @@ WEIGHTINGS = {
         "the training split's token counts, add-one smoothed",
     ),
 }
+# tiered's weighted fits where the vocabulary is not in frequency order (the setting's `frequency_tiers`) are also
+# tested with their tiers filled by those weights (asg.tier_order=frequency), at the power chosen for id tiers
+ORDERED_TAG = "o"
 WEIGHT_POWERS = (0.5, 1.0)
 WEIGHT_SELECT_BUDGET = 1
 SHORT = {"model.lr": "lr", "asg.m": "m", "asg.codebook_lr_scale": "cb"}  # run-name prefixes of the grid keys
@@ -102,6 +105,7 @@ SETTINGS: dict[str, dict] = {
             "sentences, test = the first 1,000 test sentences"
         ),
         "row_weights": "train",  # WordPiece keeps no unigram scores: weights from the training split's tokens
+        "frequency_tiers": True,  # nor are its ids in frequency order
         "dev_metric": "val/en/f1",
         "test_metric": "test/avg/f1",
     },
@@ -238,7 +242,10 @@ def run_study(setting: str, args: argparse.Namespace) -> dict[str, dict]:
                         test_name, [*base, *moved, f"trainer.max_epochs={epochs}", f"seed={seed}"], start
                     )
         if (power := entry.get("weighted", {}).get("power")) is not None:
-            at_bytes[f"{WEIGHTINGS[spec['row_weights']][1]}, power {power:g}"] = entry["weighted"].pop("tests")
+            label = f"{WEIGHTINGS[spec['row_weights']][1]}, power {power:g}"
+            at_bytes[label] = entry["weighted"].pop("tests")
+            if "ordered" in entry["weighted"]:
+                at_bytes[f"tiers by frequency, {label}"] = entry["weighted"].pop("ordered")
         study[method] = entry | {"bytes": at_bytes}
     return study
 
@@ -251,8 +258,10 @@ def weighted_runs(
     dev_only = [f"trainer.max_epochs={MAX_EPOCHS}", f"seed={SELECT_SEED}", "+trainer.limit_test_batches=0"]
     shape = spec["shape"]
 
-    def weighted(budget: float, power: float) -> list[str]:
-        moved = bytes_overrides(method, overrides, budget, shape)
+    def weighted(budget: float, power: float) -> list[str] | None:
+        """None where no size of the method meets the budget."""
+        if (moved := bytes_overrides(method, overrides, budget, shape)) is None:
+            return None
         return [*moved, f"asg.row_weights={spec['row_weights']}", f"asg.row_weight_power={power}"]
 
     tag = WEIGHTINGS[spec["row_weights"]][0]
@@ -260,15 +269,21 @@ def weighted_runs(
     grid = {name: run(name, [*weighted(WEIGHT_SELECT_BUDGET, p), *dev_only]) for name, p in names.items()}
     chosen = best(grid, list(grid), spec["dev_metric"])
     out = {"grid": grid, "chosen": chosen, "power": None if chosen is None else names[chosen[0]], "tests": {}}
-    if chosen is not None:
-        epochs = chosen[1]
+    if chosen is None:
+        return out
+    epochs = chosen[1]
+    orders = {"tests": ("", [])}
+    if method == "tiered" and spec.get("frequency_tiers"):
+        out["ordered"] = {}
+        orders["ordered"] = (ORDERED_TAG, ["asg.tier_order=frequency"])
+    for key, (suffix, order) in orders.items():
         for budget in BYTES_BUDGETS:
-            tests = out["tests"][f"{budget:g}"] = {}
+            tests = out[key][f"{budget:g}"] = {}
+            if (moved := weighted(budget, out["power"])) is None:
+                continue
             for seed in TEST_SEEDS:
-                name = f"{method}_{tag}{out['power']:g}_bytes{budget:g}_ep{epochs}_seed{seed}"
-                tests[name] = run(
-                    name, [*weighted(budget, out["power"]), f"trainer.max_epochs={epochs}", f"seed={seed}"]
-                )
+                name = f"{method}_{tag}{out['power']:g}{suffix}_bytes{budget:g}_ep{epochs}_seed{seed}"
+                tests[name] = run(name, [*moved, *order, f"trainer.max_epochs={epochs}", f"seed={seed}"])
     return out
 
 

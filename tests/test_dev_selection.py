@@ -222,3 +222,33 @@ def test_seeds_at_a_budget_from_two_k_means_versions_are_named():
 
 def _at_every_budget(runs: dict) -> dict:
     return {"pq": {"bytes": {"": {f"{b:g}": runs for b in study.BYTES_BUDGETS}}}}
+
+
+@pytest.mark.parametrize("setting", ["bc5cdr_minilm", "wikiann_e5"])
+def test_weighted_tiered_also_tests_frequency_tiers_where_ids_are_not_in_frequency_order(
+    monkeypatch, tmp_path, setting
+):
+    started: dict[str, list[str]] = {}
+
+    def fake_run(name: str, overrides: list[str], runs_dir) -> dict:
+        started[name] = overrides
+        if "+trainer.limit_test_batches=0" in overrides:
+            return _metrics([40.0, 45.0 + ("_tw1" in name or "_uw1" in name)])
+        return _metrics([0.0], test=40.0 + int(name.rsplit("seed", 1)[1]))
+
+    monkeypatch.setattr(study, "run_config", fake_run)
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "experiments" / "results")
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    args = argparse.Namespace(data_dir="data", e5_dir="e5", methods="tiered", report_only=False)
+    result = study.run_study(setting, args)
+    ordered = [name for name in started if "o_bytes" in name]
+    if setting == "wikiann_e5":  # sentencepiece ids are in unigram order already
+        assert ordered == [] and "tiered_uw1_bytes5_ep2_seed3" in started
+        return
+    assert len(ordered) == len(study.BYTES_BUDGETS) * len(study.TEST_SEEDS)
+    overrides = set(started["tiered_tw1o_bytes1_ep2_seed2"])  # the power chosen for id tiers (1)
+    assert {"asg.tier_order=frequency", "asg.row_weights=train", "asg.row_weight_power=1.0", "seed=2"} <= overrides
+    assert "asg.tier_order=frequency" not in started["tiered_tw1_bytes1_ep2_seed2"]
+    label = "tiers by frequency, fit weighted by the training split's tokens, power 1"
+    assert set(result["tiered"]["bytes"][label]["1"]) == {f"tiered_tw1o_bytes1_ep2_seed{s}" for s in study.TEST_SEEDS}
+    assert f"| 1 | tiered, {label} |" in study.report(setting, result, "python -m experiments.dev_selection")

@@ -206,8 +206,10 @@ def frequency_tiers(row_weights: Tensor, rows: list[int]) -> Tensor:
     """(V,) tier of each id: the rows[0] heaviest rows in tier 0, the next rows[1] in tier 1, ... (ties in id
     order)."""
     rank = torch.argsort(row_weights, descending=True, stable=True)
-    tier_of = torch.empty(len(rank), dtype=torch.uint8)
-    tier_of[rank] = torch.arange(len(rows), dtype=torch.uint8).repeat_interleave(torch.tensor(rows))
+    device = rank.device  # the weights' (a GPU fit's)
+    tier_of = torch.empty(len(rank), dtype=torch.uint8, device=device)
+    tiers = torch.arange(len(rows), dtype=torch.uint8, device=device)
+    tier_of[rank] = tiers.repeat_interleave(torch.tensor(rows, device=device))
     return tier_of
 
 

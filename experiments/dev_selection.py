@@ -276,12 +276,11 @@ def weighted_runs(
     if method == "tiered" and spec.get("frequency_tiers"):
         out["ordered"] = {}
         orders["ordered"] = (ORDERED_TAG, ["asg.tier_order=frequency"])
-    for key, (suffix, order) in orders.items():
-        for budget in BYTES_BUDGETS:
+    for budget in BYTES_BUDGETS:
+        moved = weighted(budget, out["power"])
+        for key, (suffix, order) in orders.items():
             tests = out[key][f"{budget:g}"] = {}
-            if (moved := weighted(budget, out["power"])) is None:
-                continue
-            for seed in TEST_SEEDS:
+            for seed in TEST_SEEDS if moved is not None else ():
                 name = f"{method}_{tag}{out['power']:g}{suffix}_bytes{budget:g}_ep{epochs}_seed{seed}"
                 tests[name] = run(name, [*moved, *order, f"trainer.max_epochs={epochs}", f"seed={seed}"])
     return out

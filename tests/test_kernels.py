@@ -85,10 +85,11 @@ def test_without_the_kernel_the_fit_runs_on_torch(monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])  # what codes are stored as
-def test_lookup_kernels_equal_autograd_through_the_plain_gather(dtype):
+@pytest.mark.parametrize("s", [12, 5])  # a sub-vector length the gather's copy is compiled for, and one it is not
+def test_lookup_kernels_equal_autograd_through_the_plain_gather(dtype, s):
     assert kernels.module("lookup") is not None  # built here: a broken build would silently slow every step
     gen = torch.Generator().manual_seed(0)
-    m, k, s = 6, 64, 12
+    m, k = 6, 64
     codes = torch.randint(0, k, (5000, m), generator=gen).to(dtype)  # ~470 rows added into each table row
     codebooks = torch.randn(m, k, s, generator=gen, requires_grad=True)
     grad = torch.randn(5000, m * s, generator=gen)

@@ -23,7 +23,7 @@ def test_quick_mode_writes_one_table_with_exact_accounting(tmp_path, e5_dir, min
     expected = [(setting["label"], measure) for setting in MODELS.values() for measure in per_model]
     expected += [("embedding lookup", "forward+backward vs nn.Embedding (dense"), ("embedding lookup", "forward+")]
     expected += [("embedding lookup", "backward only"), ("embedding lookup", "forward+backward+optimizer step")]
-    expected += [("embedding lookup", "forward only")]
+    expected += [("embedding lookup", "forward only"), ("embedding lookup", "backward only vs one read")]
     expected += [("export, multilingual-e5-small", "dense float32")]
     assert len(rows) == len(expected) == md.count("\n| ") - 1  # one Markdown line per row, below the header
     for row, (what, measure) in zip(rows, expected, strict=True):
@@ -60,9 +60,10 @@ def test_skip_training_runs_the_lookup_alone(tmp_path, e5_dir):
     main(["--quick", "--skip-training", "--threads", "1", "--out-dir", str(tmp_path), "--e5-dir", e5_dir])
     payload = json.loads((tmp_path / "performance.json").read_text())
     assert payload["raw"]["models"] == {}
-    assert [row["what"].split(",")[0] for row in payload["rows"]] == ["embedding lookup"] * 5
+    assert [row["what"].split(",")[0] for row in payload["rows"]] == ["embedding lookup"] * 6
     lookup_ms = payload["raw"]["lookup"]["median_ms"]
     for name in ("dense", "sparse", "asg"):  # the backward is a part of forward + backward
         assert 0 < lookup_ms[f"{name}_backward"] < lookup_ms[f"{name}_train"]
     assert lookup_ms.keys() >= {"sparse_step", "asg_step"} and "dense_step" not in lookup_ms
+    assert lookup_ms["read_upstream"] > 0
     assert payload["raw"]["lookup"]["vocab"] == 250037 and payload["raw"]["lookup"]["dim"] == 384

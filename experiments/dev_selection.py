@@ -335,6 +335,27 @@ def size_text(c: dict) -> str:
     return f"m={c['m']}, k={c['k']}" if c["m"] > 1 else f"k={c['k']}"
 
 
+def lowest_language(runs: list[dict], dense_runs: list[dict], test: str) -> str | None:
+    """The language whose mean test score is the smallest share of dense's mean there, e.g. "ru 67.5%"; None
+    where the test metric is no average over languages or dense has no runs."""
+    if not test.startswith("test/avg/") or not dense_runs:
+        return None
+    metric = test.removeprefix("test/avg/")
+    languages = {
+        key.split("/")[1] for key in runs[0]["scores"] if key.startswith("test/") and key.endswith(f"/{metric}")
+    }
+
+    def mean(of: list[dict], language: str) -> float:
+        return statistics.mean(r["scores"][f"test/{language}/{metric}"] for r in of)
+
+    dense = {lang: mean(dense_runs, lang) for lang in languages - {"avg"}}
+    shares = {lang: 100 * mean(runs, lang) / score for lang, score in dense.items() if score > 0}
+    if not shares:
+        return None
+    language = min(shares, key=shares.get)
+    return f"{language} {shares[language]:.1f}%"
+
+
 def equal_bytes(study: dict[str, dict], test: str, dense: float | None, row_weights: str | None = None) -> list[str]:
     """The equal-bytes section: every method at each budget, and the best mean test score per budget;
     `row_weights` is the setting's source of the weighted fits' weights."""
@@ -363,6 +384,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None, row_weig
         "|---|---|---|---|---|---|---|---|---|",
     ]
     winners, pooled = [], {}  # pooled: the seeds of each (method, budget) cell
+    dense_runs = [r for r in study.get("none", {}).get("tests", {}).values() if r]
     for budget in (f"{b:g}" for b in BYTES_BUDGETS):
         cells = []
         for method, entry in study.items():
@@ -386,13 +408,15 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None, row_weig
                     f"{c['params_kept_pct']:.3f} | {error:.3f} | {mean_std(scores)} | {len(scores)} | {rel} |"
                 )
                 if len(scores) == len(TEST_SEEDS):
-                    cells.append((statistics.mean(scores), label, mean_std(scores)))
+                    cells.append((statistics.mean(scores), label, mean_std(scores), done))
                 pooled[f"{label} at {budget}% of the bytes"] = done
         if cells:
-            cells.sort(reverse=True)
+            cells.sort(key=lambda cell: cell[:2], reverse=True)  # equal means: ordered by label, the same every run
             tie = len(cells) > 1 and cells[1][0] == cells[0][0]
             runner_up = f" ({'tied with' if tie else 'next'}: {cells[1][1]}, {cells[1][2]})" if len(cells) > 1 else ""
-            winners.append(f"- {budget}% of the bytes: **{cells[0][1]}**, {cells[0][2]}{runner_up}")
+            lowest = lowest_language(cells[0][3], dense_runs, test)
+            lowest = f"; lowest language {lowest} of dense's" if lowest else ""
+            winners.append(f"- {budget}% of the bytes: **{cells[0][1]}**, {cells[0][2]}{lowest}{runner_up}")
     if winners:
         lines += ["", "Best mean test score at each budget, among the methods with every seed run:", "", *winners]
     if pareto_points(study, test, dense):

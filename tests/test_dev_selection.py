@@ -252,3 +252,17 @@ def test_weighted_tiered_also_tests_frequency_tiers_where_ids_are_not_in_frequen
     label = "tiers by frequency, fit weighted by the training split's tokens, power 1"
     assert set(result["tiered"]["bytes"][label]["1"]) == {f"tiered_tw1o_bytes1_ep2_seed{s}" for s in study.TEST_SEEDS}
     assert f"| 1 | tiered, {label} |" in study.report(setting, result, "python -m experiments.dev_selection")
+
+
+def test_the_best_cell_at_a_budget_names_its_lowest_language_against_dense():
+    def run(seed: int, en: float, ru: float) -> dict:
+        scores = {"test/en/f1": en, "test/ru/f1": ru, "test/zh/f1": 0.0, "test/avg/f1": (en + ru) / 3}
+        return _metrics([0.0], test=scores["test/avg/f1"]) | {"seed": seed, "scores": scores}
+
+    runs = {f"s{seed}": run(seed, 72.0, 30.0 + seed) for seed in study.TEST_SEEDS}  # en 90% of dense, ru 32 / 40
+    dense = {f"s{seed}": run(seed, 80.0, 40.0) for seed in study.TEST_SEEDS}  # zh 0 for dense too: no share
+    entry = {"pq": {"bytes": {"": {f"{b:g}": runs for b in study.BYTES_BUDGETS}}}, "none": {"tests": dense}}
+    winner = next(line for line in study.equal_bytes(entry, "test/avg/f1", 40.0) if line.startswith("- 1% "))
+    assert "; lowest language ru 80.0% of dense's" in winner
+    assert study.lowest_language(list(runs.values()), list(dense.values()), "test/f1") is None  # one language
+    assert study.lowest_language(list(runs.values()), [], "test/avg/f1") is None

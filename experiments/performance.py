@@ -16,8 +16,9 @@ The ASG model is fitted once (cheap k-means: quality does not change the timing)
 the training process loads it with `load_compressed`; the export's size is the table's export row.
 The embedding lookup (e5-small's V x d, 32 x 128 ids) compares ASG with nn.Embedding: forward + backward with the
 default dense gradient (what fine-tuning uses), with sparse=True, and forward only; the dense-gradient module
-times in rounds of its own, the other two alternate. A last row adds the optimizer step each gradient needs:
-SparseAdam for the sparse one, AdamW for ASG's codebooks.
+times in rounds of its own, the other two alternate. A row adds the optimizer step each gradient needs:
+SparseAdam for the sparse one, AdamW for ASG's codebooks; the last one times a floor for ASG's backward, one read of
+the upstream gradient.
 
 --skip-training leaves out the training steps and the export (the lookup, and what --with-* adds, still run).
 --with-pq-fit adds experiments/pq_fit.py's rows (asg's k-means against faiss's; it writes its own pq_fit.md/.json).

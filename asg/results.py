@@ -66,6 +66,17 @@ def exported_bytes_pct(compression: Mapping[str, Any]) -> float | None:
     return compression.get("bytes_kept_pct_packed", compression.get("bytes_kept_pct"))
 
 
+def size_text(c: Mapping[str, Any]) -> str:
+    """A compressed embedding's shape in its method's terms, from a run's compression stats."""
+    if c["method"] == "tiered":
+        return ", ".join(f"{r:,} ids m={m}" for r, m in zip(c["tier_rows"], c["tier_m"], strict=True)) + f"; k={c['k']}"
+    if c["method"] == "lowrank":
+        return f"rank {c['rank']}"
+    if c["method"] == "rq":
+        return f"m={c['m']}, {c['stages']} x k={c['k_per_stage']}"
+    return f"m={c['m']}, k={c['k']}" if c["m"] > 1 else f"k={c['k']}"
+
+
 # what the dirty flag looks at: the work tree but the results files a study rewrites while it runs
 CODE_PATHS = (".", ":(exclude)experiments/results")
 

@@ -36,8 +36,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from asg.methods import get_method, widest_m
-from asg.results import exported_bytes_pct, write_bytes_atomic, write_json_atomic, write_text_atomic
-from experiments import tables
+from asg.results import exported_bytes_pct, size_text, write_bytes_atomic, write_json_atomic, write_text_atomic
+from experiments import languages, tables
 from experiments.ablation import SETTINGS as ABLATION
 from experiments.runner import RESULTS, ROOT, fit_version_notes, mean_std, read_run, run_config
 
@@ -324,36 +324,13 @@ def grid_edges(points: dict[str, list[str]], chosen: str) -> list[str]:
     return edges
 
 
-def size_text(c: dict) -> str:
-    """A compressed embedding's shape in its method's terms, from a run's compression stats."""
-    if c["method"] == "tiered":
-        return ", ".join(f"{r:,} ids m={m}" for r, m in zip(c["tier_rows"], c["tier_m"], strict=True)) + f"; k={c['k']}"
-    if c["method"] == "lowrank":
-        return f"rank {c['rank']}"
-    if c["method"] == "rq":
-        return f"m={c['m']}, {c['stages']} x k={c['k_per_stage']}"
-    return f"m={c['m']}, k={c['k']}" if c["m"] > 1 else f"k={c['k']}"
-
-
-def lowest_language(runs: list[dict], dense_runs: list[dict], test: str) -> str | None:
-    """The language whose mean test score is the smallest share of dense's mean there, e.g. "ru 67.5%"; None
-    where the test metric is no average over languages or dense has no runs."""
-    if not test.startswith("test/avg/") or not dense_runs:
+def _lowest_language(runs: list[dict], dense_runs: list[dict], test: str) -> str | None:
+    """The runs' language with the smallest share of dense's mean score, e.g. "ru 67.5%"; None where the test metric
+    is no average over languages."""
+    if not test.startswith("test/avg/"):
         return None
     metric = test.removeprefix("test/avg/")
-    languages = {
-        key.split("/")[1] for key in runs[0]["scores"] if key.startswith("test/") and key.endswith(f"/{metric}")
-    }
-
-    def mean(of: list[dict], language: str) -> float:
-        return statistics.mean(r["scores"][f"test/{language}/{metric}"] for r in of)
-
-    dense = {lang: mean(dense_runs, lang) for lang in languages - {"avg"}}
-    shares = {lang: 100 * mean(runs, lang) / score for lang, score in dense.items() if score > 0}
-    if not shares:
-        return None
-    language = min(shares, key=shares.get)
-    return f"{language} {shares[language]:.1f}%"
+    return languages.lowest(languages.relative_to_dense(runs, dense_runs, metric, languages.languages(runs)))
 
 
 def equal_bytes(study: dict[str, dict], test: str, dense: float | None, row_weights: str | None = None) -> list[str]:
@@ -414,7 +391,7 @@ def equal_bytes(study: dict[str, dict], test: str, dense: float | None, row_weig
             cells.sort(key=lambda cell: cell[:2], reverse=True)  # equal means: ordered by label, the same every run
             tie = len(cells) > 1 and cells[1][0] == cells[0][0]
             runner_up = f" ({'tied with' if tie else 'next'}: {cells[1][1]}, {cells[1][2]})" if len(cells) > 1 else ""
-            lowest = lowest_language(cells[0][3], dense_runs, test)
+            lowest = _lowest_language(cells[0][3], dense_runs, test)
             lowest = f"; lowest language {lowest} of dense's" if lowest else ""
             winners.append(f"- {budget}% of the bytes: **{cells[0][1]}**, {cells[0][2]}{lowest}{runner_up}")
     if winners:

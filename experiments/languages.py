@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from asg.results import exported_bytes_pct
-from experiments.dev_selection import size_text
+from asg.results import exported_bytes_pct, size_text
 from experiments.runner import mean_std
 
 
@@ -15,11 +14,31 @@ def languages(runs: list[dict]) -> list[str]:
     return [*langs, "avg"]
 
 
+def relative_to_dense(runs: list[dict], dense_runs: list[dict], metric: str, langs: list[str]) -> dict[str, float]:
+    """Per language: the runs' mean test score as a % of dense's mean there; languages where dense has no runs or
+    scores 0 are left out."""
+    relative = {}
+    for lang in langs:
+        dense = [r["scores"][f"test/{lang}/{metric}"] for r in dense_runs]
+        if dense and statistics.mean(dense) > 0:
+            scores = [r["scores"][f"test/{lang}/{metric}"] for r in runs]
+            relative[lang] = 100 * statistics.mean(scores) / statistics.mean(dense)
+    return relative
+
+
+def lowest(relative: dict[str, float]) -> str | None:
+    """The language (not the average) with the smallest share, e.g. "ru 67.5%"; None where there is none."""
+    per_lang = {lang: share for lang, share in relative.items() if lang != "avg"}
+    if not per_lang:
+        return None
+    lang = min(per_lang, key=per_lang.get)
+    return f"{lang} {per_lang[lang]:.1f}%"
+
+
 def table(done: dict[str, list[dict]], metric: str) -> list[str]:
     """Markdown rows: a configuration per row (its size, bytes, fit error, seeds, per-language mean ± std and lowest
     language relative to dense), each compressed one followed by its ratio of means to `done["none"]`."""
     langs = languages([r for runs in done.values() for r in runs])
-    dense = {lang: [r["scores"][f"test/{lang}/{metric}"] for r in done.get("none", [])] for lang in langs}
     lines = [
         "| method | size | bytes kept % | params kept % | fit rel. error | seeds | "
         + " | ".join(langs)
@@ -33,17 +52,12 @@ def table(done: dict[str, list[dict]], metric: str) -> list[str]:
         c = runs[0]["compression"]
         size = "—" if prefix == "none" else size_text(c)
         error = statistics.mean(r["compression"]["rel_error"] for r in runs) if prefix != "none" else 0.0
-        cells, relative = [], {}
-        for lang in langs:
-            scores = [r["scores"][f"test/{lang}/{metric}"] for r in runs]
-            cells.append(mean_std(scores))
-            if dense[lang] and statistics.mean(dense[lang]) > 0:
-                relative[lang] = 100 * statistics.mean(scores) / statistics.mean(dense[lang])
-        per_lang = {k: v for k, v in relative.items() if k != "avg"}
-        lowest = min(per_lang, key=per_lang.get) if per_lang and prefix != "none" else None
+        cells = [mean_std([r["scores"][f"test/{lang}/{metric}"] for r in runs]) for lang in langs]
+        relative = relative_to_dense(runs, done.get("none", []), metric, langs)
+        worst = lowest(relative) if prefix != "none" else None
         lines.append(
             f"| {prefix} | {size} | {exported_bytes_pct(c):.3f} | {c['params_kept_pct']:.3f} | {error:.3f} | "
-            f"{len(runs)} | " + " | ".join(cells) + f" | {f'{lowest} {per_lang[lowest]:.1f}%' if lowest else '—'} |"
+            f"{len(runs)} | " + " | ".join(cells) + f" | {worst or '—'} |"
         )
         if prefix != "none" and relative:
             lines.append(

@@ -10,7 +10,6 @@
 #include <torch/extension.h>
 
 #include <atomic>
-#include <cstring>
 
 namespace {
 

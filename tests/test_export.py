@@ -238,6 +238,28 @@ def test_minilm_round_trip_and_size_accounting(tmp_path, minilm_asg, minilm_dir,
     assert sizes["dense_bytes"] == other + 30522 * 384 * 4
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [  # the per-byte winners at <= 1% (README "Per byte"): e5 float16 tiers by id, MiniLM weighted tiers by frequency
+        ("asg.storage_dtype=float16",),
+        ("asg.tier_order=frequency", "asg.row_weights=train"),
+    ],
+)
+def test_minilm_tiered_winner_at_one_percent_ships_within_two_percent(tmp_path, minilm_dir, overrides, no_unpickling):
+    cfg = make_cfg(tmp_path, "asg=tiered", "asg.budget_bytes_pct=1", "asg.iters=2", *overrides)
+    model = load_model(minilm_dir, "token_classification", labels=NER_LABELS)
+    weights = torch.rand(30522, generator=torch.Generator().manual_seed(0)) if "frequency" in str(overrides) else None
+    compress_model(model, OmegaConf.to_container(cfg.asg) | {"progress": False}, row_weights=weights)
+    embedding = model.get_input_embeddings()
+    embedding.round_to_storage()
+    assert exported_bytes_pct(embedding.stats()) == pytest.approx(1.0, rel=0.05)
+    ids = ids_for(30522, batch=3, length=20)
+    before = model.eval()(input_ids=ids).logits
+    sizes = save_compressed(model, tmp_path / "export")
+    assert torch.equal(load_compressed(tmp_path / "export")(input_ids=ids).logits, before)
+    assert abs(sizes["arithmetic_diff_pct"]) < 2  # the directory on disk against the stored tensors' bytes
+
+
 def test_minilm_float16_codebooks_weigh_half_on_disk(tmp_path, minilm_asg, no_unpickling):
     model = copy.deepcopy(minilm_asg)
     embedding = model.get_input_embeddings()

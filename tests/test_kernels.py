@@ -112,6 +112,9 @@ def test_lookup_kernels_equal_autograd_through_the_plain_gather(dtype, s):
         kernels.gather(codes, codebooks.detach()[:, : k - 1].contiguous())
     with pytest.raises(RuntimeError, match="out of range"):
         kernels.scatter(grad, codes, k - 1)
+    codes[3, 2] = -1  # checked before any add, in one pass over all codes (uint8 codes wrap to 255)
+    with pytest.raises(RuntimeError, match="code (-1|255) is out of range"):
+        kernels.scatter(grad, codes, k)
 
 
 def _load_lookup(env: dict, **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:

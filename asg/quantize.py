@@ -276,35 +276,37 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator, w: Tensor | None = None)
     elif n_seed < n:
         x = x[torch.randperm(n, generator=gen, device=x.device)[:n_seed]]  # (n_seed, s)
     trials = 2 + int(math.log(k))
-    ones = torch.ones(n_seed, 1, dtype=x.dtype, device=x.device)
     x_sq = x.square().sum(-1, keepdim=True)  # (n_seed, 1)
+    ones = torch.ones(n_seed, 1, dtype=x.dtype, device=x.device)
     rows = torch.cat([x, x_sq, ones], 1).t().contiguous()  # (s + 2, n_seed): one matmul gives squared distances
-    centroids = torch.empty(k, x.shape[1], dtype=x.dtype, device=x.device)
+    weights = torch.cat([-2 * x, ones, x_sq], 1)  # (n_seed, s + 2): a candidate's row of that matmul
     first = (
         torch.randint(n_seed, (), generator=gen, device=x.device)
         if w is None
         else torch.multinomial(w, 1, generator=gen)
     )
-    centroids[0] = c = x[first].view(-1)
+    chosen = torch.empty(k, dtype=torch.long, device=x.device)  # rows picked; the centroids are gathered once
+    chosen[0] = first
+    c = x[first].view(-1)
     min_d = torch.addmv(x_sq.squeeze(1) + c.dot(c), x, c, alpha=-2).clamp_min_(0)
-    # buffers reused by every step: the same arithmetic as fresh tensors, without ~1 MiB of allocation per step
+    # buffers reused by every step: the same arithmetic as fresh tensors, without ~1 MiB of allocation per step;
+    # each step is ~15 small ops, so their count, not their size, is what seeding costs on small vocabularies
     cdf, d = torch.empty_like(min_d), torch.empty(trials, n_seed, dtype=x.dtype, device=x.device)
     potential = torch.empty(trials, dtype=x.dtype, device=x.device)
     for i in range(1, k):
         # inverse-CDF sampling: row r with probability min_d[r] / sum(min_d) (times its weight)
-        torch.cumsum(min_d if w is None else min_d * w, 0, out=cdf)
-        if cdf[-1] > 0:
-            u = torch.rand(trials, generator=gen, dtype=x.dtype, device=x.device) * cdf[-1]
+        total = torch.cumsum(min_d if w is None else min_d * w, 0, out=cdf)[-1].item()
+        if total > 0:
+            u = torch.rand(trials, generator=gen, dtype=x.dtype, device=x.device).mul_(total)
             cand = torch.searchsorted(cdf, u, right=True).clamp_max_(n_seed - 1)
         else:  # fewer distinct rows than k leave no mass to sample from: fall back to uniform
             cand = torch.randint(n_seed, (trials,), generator=gen, device=x.device)
-        c = x[cand]  # (trials, s)
-        weights = torch.cat([-2 * c, torch.ones_like(ones[:trials]), c.square().sum(1, keepdim=True)], 1)
-        torch.minimum(torch.mm(weights, rows, out=d), min_d, out=d)  # (trials, n_seed): each candidate's new D^2
-        best = (torch.sum(d, 1, out=potential) if w is None else torch.mv(d, w)).argmin()  # least potential left
+        # (trials, n_seed): each candidate's new D^2
+        torch.minimum(torch.mm(weights.index_select(0, cand), rows, out=d), min_d, out=d)
+        best = int((torch.sum(d, 1, out=potential) if w is None else torch.mv(d, w)).argmin())  # least potential
         min_d = d[best].clamp_min(0)  # a copy (d is reused); rounding can dip below 0
-        centroids[i] = c[best]
-    return centroids
+        chosen[i] = cand[best]
+    return x[chosen]
 
 
 def _lloyd(

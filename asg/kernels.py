@@ -1,5 +1,5 @@
 """Compiled CPU kernels, built on first use by torch's C++ extension loader: the k-means fit's nearest-centroid
-search (csrc/kmeans.cpp) and the codebook lookup, forward and backward (csrc/lookup.cpp).
+search and seeding loop (csrc/kmeans.cpp) and the codebook lookup, forward and backward (csrc/lookup.cpp).
 
 Each build needs a C++ compiler and ninja (a dependency); it takes ~30 s once. The built library is cached under
 TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions)/asg, named by a hash of its source, compiler flags, torch
@@ -8,8 +8,8 @@ runs in its own temporary directory and is published by an atomic rename: a proc
 SLURM job, a timed-out CI run) leaves no lock behind. torch's own shared build folders wait forever on such a lock.
 
 The search dispatches on the CPU at run time (AVX-512 or AVX2), so one build serves every node of a cluster.
-Where a build fails, the CPU lacks AVX2, or ASG_KERNELS=0, `nearest`, `gather` and `scatter` return None and the
-caller runs torch ops: the same codes, and the same gradients on one thread.
+Where a build fails, the CPU lacks AVX2, or ASG_KERNELS=0, `nearest`, `gather` and `scatter` return None (and
+`seed_steps` False) and the caller runs torch ops: the same codes, and the same gradients on one thread.
 """
 
 from __future__ import annotations
@@ -100,6 +100,20 @@ def nearest(x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor, Tensor] | Non
     if ext is None or not ext.supports(x.shape[1]):
         return None
     return tuple(ext.nearest(x, centroids))
+
+
+def seed_steps(
+    weights: Tensor, rows: Tensor, min_d: Tensor, w: Tensor | None, chosen: Tensor, trials: int, gen: torch.Generator
+) -> bool:
+    """Run `asg.quantize._seed_steps_torch` (the same arguments, the same picks) compiled, without holding the GIL;
+    False where no kernel serves these tensors (the caller runs the torch loop)."""
+    if min_d.device.type != "cpu":
+        return False
+    ext = module()
+    if ext is None:
+        return False
+    ext.seed_steps(weights, rows, min_d, w, chosen, trials, gen)
+    return True
 
 
 def gather(codes: Tensor, codebooks: Tensor) -> Tensor | None:

@@ -289,24 +289,36 @@ def _kmeans_pp(x: Tensor, k: int, gen: torch.Generator, w: Tensor | None = None)
     chosen[0] = first
     c = x[first].view(-1)
     min_d = torch.addmv(x_sq.squeeze(1) + c.dot(c), x, c, alpha=-2).clamp_min_(0)
-    # buffers reused by every step: the same arithmetic as fresh tensors, without ~1 MiB of allocation per step;
-    # each step is ~15 small ops, so their count, not their size, is what seeding costs on small vocabularies
-    cdf, d = torch.empty_like(min_d), torch.empty(trials, n_seed, dtype=x.dtype, device=x.device)
-    potential = torch.empty(trials, dtype=x.dtype, device=x.device)
-    for i in range(1, k):
+    if not kernels.seed_steps(weights, rows, min_d, w, chosen, trials, gen):
+        _seed_steps_torch(weights, rows, min_d, w, chosen, trials, gen)
+    return x[chosen]
+
+
+def _seed_steps_torch(
+    weights: Tensor, rows: Tensor, min_d: Tensor, w: Tensor | None, chosen: Tensor, trials: int, gen: torch.Generator
+) -> None:
+    """k-means++ steps 1..k-1 into chosen (k,): D^2-draw `trials` candidates, keep the one leaving least potential.
+
+    weights (n, s + 2) times rows (s + 2, n) gives squared distances; min_d (n,) is each row's D^2 so far.
+    csrc/kmeans.cpp's seed_steps makes these same calls from C++.
+    """
+    n = min_d.shape[0]
+    # buffers reused by every step: the same arithmetic as fresh tensors, without ~1 MiB of allocation per step
+    cdf, d = torch.empty_like(min_d), torch.empty(trials, n, dtype=min_d.dtype, device=min_d.device)
+    potential = torch.empty(trials, dtype=min_d.dtype, device=min_d.device)
+    for i in range(1, len(chosen)):
         # inverse-CDF sampling: row r with probability min_d[r] / sum(min_d) (times its weight)
         total = torch.cumsum(min_d if w is None else min_d * w, 0, out=cdf)[-1].item()
         if total > 0:
-            u = torch.rand(trials, generator=gen, dtype=x.dtype, device=x.device).mul_(total)
-            cand = torch.searchsorted(cdf, u, right=True).clamp_max_(n_seed - 1)
+            u = torch.rand(trials, generator=gen, dtype=min_d.dtype, device=min_d.device).mul_(total)
+            cand = torch.searchsorted(cdf, u, right=True).clamp_max_(n - 1)
         else:  # fewer distinct rows than k leave no mass to sample from: fall back to uniform
-            cand = torch.randint(n_seed, (trials,), generator=gen, device=x.device)
-        # (trials, n_seed): each candidate's new D^2
+            cand = torch.randint(n, (trials,), generator=gen, device=min_d.device)
+        # (trials, n): each candidate's new D^2
         torch.minimum(torch.mm(weights.index_select(0, cand), rows, out=d), min_d, out=d)
         best = int((torch.sum(d, 1, out=potential) if w is None else torch.mv(d, w)).argmin())  # least potential
         min_d = d[best].clamp_min(0)  # a copy (d is reused); rounding can dip below 0
         chosen[i] = cand[best]
-    return x[chosen]
 
 
 def _lloyd(

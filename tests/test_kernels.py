@@ -65,8 +65,28 @@ def test_fit_with_the_kernel_equals_the_torch_fit(minilm_rows, monkeypatch, m, k
     options = dict(m=m, k=k, iters=10, seed=3, sample_rows=4000)  # k-means++ seeding, then every row encoded
     fast = product_quantize(minilm_rows, **options)
     monkeypatch.setattr(quantize.kernels, "nearest", lambda x, centroids: None)
+    monkeypatch.setattr(quantize.kernels, "seed_steps", lambda *args: False)
     slow = product_quantize(minilm_rows, **options)
     assert torch.equal(fast.codes, slow.codes) and torch.equal(fast.codebooks, slow.codebooks)
+
+
+@pytest.mark.parametrize("case", ["subsample", "weighted", "duplicates"])
+def test_seeding_kernel_picks_the_rows_of_the_torch_loop(minilm_rows, monkeypatch, case):
+    x = minilm_rows[:, 12:24].contiguous()
+    w, k = None, 256  # 4,096 of the 5,000 rows seed, unweighted
+    if case == "weighted":  # every weighted row seeds: weighted draws and potential
+        x, k = x[:3000], 64
+        w = torch.rand(3000, generator=torch.Generator().manual_seed(1)) * (torch.arange(3000) % 4 > 0)
+    elif case == "duplicates":  # 10 distinct rows for 32 centroids: the mass runs out, draws turn uniform
+        x, k = x[:10].repeat(20, 1), 32
+    called = []
+    monkeypatch.setattr(quantize, "_seed_steps_torch", lambda *args: called.append(args))
+    fast = quantize._kmeans_pp(x, k, torch.Generator().manual_seed(7), w)
+    assert not called  # the kernel served the steps
+    monkeypatch.undo()
+    monkeypatch.setattr(quantize.kernels, "seed_steps", lambda *args: False)
+    assert torch.equal(fast, quantize._kmeans_pp(x, k, torch.Generator().manual_seed(7), w))
+    assert len(fast.unique(dim=0)) == (10 if case == "duplicates" else k)
 
 
 def test_without_the_kernel_the_fit_runs_on_torch(monkeypatch, caplog):
@@ -74,6 +94,7 @@ def test_without_the_kernel_the_fit_runs_on_torch(monkeypatch, caplog):
     monkeypatch.setenv("ASG_KERNELS", "0")
     assert kernels.module() is None and kernels.nearest(torch.zeros(4, 12), torch.zeros(2, 12)) is None
     assert kernels.scatter(torch.zeros(4, 12), torch.zeros(4, 2, dtype=torch.long), 2) is None
+    assert not kernels.seed_steps(*[torch.zeros(1)] * 3, None, torch.zeros(2, dtype=torch.long), 1, None)
     monkeypatch.setattr(kernels, "_loaded", {})
     monkeypatch.setenv("ASG_KERNELS", "1")
     monkeypatch.setattr(kernels, "SOURCES", {"kmeans": Path("/nonexistent/kmeans.cpp")})

@@ -380,7 +380,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         print("[pq fit] experiments.pq_fit", flush=True)
         options = ["--quick"] * args.quick + ["--threads", str(args.threads)] * bool(args.threads)
-        out["pq_fit"] = pq_fit.main([*options, "--e5-dir", dirs["e5_small"], "--out-dir", str(args.out_dir)])
+        paths = ["--e5-dir", _shown(dirs["e5_small"]), "--out-dir", _shown(args.out_dir)]
+        out["pq_fit"] = pq_fit.main([*options, *paths])  # its results file shows the command it was given
     if args.with_head:
         print("[head] mT5-base lm_head, ASGOutputHead against the dense head", flush=True)
         plan_head = HEAD_PLAN["quick" if args.quick else "full"]
@@ -485,6 +486,12 @@ def head_rows(head: dict[str, Any]) -> list[tuple[str, str, str, float, float, s
                  peak[f"dense_{kind}"], peak[f"asg_{kind}"], "logits included"),
             ]  # fmt: skip
     return rows
+
+
+def _shown(path: str | Path) -> str:
+    """path relative to the working directory where it lies below it: commands in results files rerun anywhere."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def write(result: dict[str, Any], out_dir: Path, command: str) -> None:

@@ -326,11 +326,12 @@ def grid_edges(points: dict[str, list[str]], chosen: str) -> list[str]:
 
 def _lowest_language(runs: list[dict], dense_runs: list[dict], test: str) -> str | None:
     """The runs' language with the smallest share of dense's mean score, e.g. "ru 67.5%"; None where the test metric
-    is no average over languages."""
-    if not test.startswith("test/avg/"):
+    is no average over several languages."""
+    found = languages.languages(runs)  # the tested languages, then "avg"
+    if not test.startswith("test/avg/") or len(found) < 3:
         return None
     metric = test.removeprefix("test/avg/")
-    return languages.lowest(languages.relative_to_dense(runs, dense_runs, metric, languages.languages(runs)))
+    return languages.lowest(languages.relative_to_dense(runs, dense_runs, metric, found))
 
 
 def equal_bytes(study: dict[str, dict], test: str, dense: float | None, row_weights: str | None = None) -> list[str]:

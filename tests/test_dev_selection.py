@@ -268,3 +268,7 @@ def test_the_best_cell_at_a_budget_names_its_lowest_language_against_dense():
     assert "lowest language" not in single  # a one-language metric has none to name
     no_dense = next(line for line in study.equal_bytes({"pq": entry["pq"]}, "test/avg/f1", 40.0) if "- 1% " in line)
     assert "lowest language" not in no_dense
+    english = {name: r | {"scores": {"test/en/f1": 72.0, "test/avg/f1": 72.0}} for name, r in runs.items()}
+    one = {"pq": {"bytes": {"": {f"{b:g}": english for b in study.BYTES_BUDGETS}}}, "none": {"tests": dense}}
+    only_en = next(line for line in study.equal_bytes(one, "test/avg/f1", 80.0) if line.startswith("- 1% "))
+    assert "lowest language" not in only_en  # BC5CDR averages over English alone: no lowest to name

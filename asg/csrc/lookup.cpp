@@ -32,15 +32,17 @@ inline void copy_row(float* __restrict__ dst, const float* __restrict__ src, int
 }
 
 // One vectorisable pass over all codes before gather's copies or scatter's adds: a check per code inside their loops
-// cost ~25% of the backward in scratch timings.
+// cost ~25% of the backward in scratch timings. The extremes stay in code_t: widened to int64 per code, the pass did
+// not vectorise and cost ~0.12 ms of the e5 benchmark's backward, against ~0.01 ms.
 template <typename code_t>
 void check_range(const code_t* codes, int64_t count, int64_t k) {
-  int64_t low = 0, high = 0;
+  code_t low = 0, high = 0;
   for (int64_t i = 0; i < count; ++i) {
-    low = std::min<int64_t>(low, codes[i]);
-    high = std::max<int64_t>(high, codes[i]);
+    low = std::min(low, codes[i]);
+    high = std::max(high, codes[i]);
   }
-  TORCH_CHECK(low >= 0 && high < k, "code ", low < 0 ? low : high, " is out of range for codebooks of ", k,
+  const int64_t bad = low < 0 ? low : high;
+  TORCH_CHECK(low >= 0 && static_cast<int64_t>(high) < k, "code ", bad, " is out of range for codebooks of ", k,
               " centroids");
 }
 

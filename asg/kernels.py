@@ -8,8 +8,8 @@ runs in its own temporary directory and is published by an atomic rename: a proc
 SLURM job, a timed-out CI run) leaves no lock behind. torch's own shared build folders wait forever on such a lock.
 
 The search dispatches on the CPU at run time (AVX-512 or AVX2), so one build serves every node of a cluster.
-Where a build fails, the CPU lacks AVX2, or ASG_KERNELS=0, `nearest`, `gather` and `scatter` return None (and
-`seed_steps` False) and the caller runs torch ops: the same codes, and the same gradients on one thread.
+Where a build fails, the CPU lacks AVX2 (for `nearest`), or ASG_KERNELS=0, `nearest`, `gather` and `scatter` return
+None (and `seed_steps` False) and the caller runs torch ops: the same codes, and the same gradients on one thread.
 """
 
 from __future__ import annotations

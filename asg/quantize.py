@@ -316,7 +316,8 @@ def _seed_steps_torch(
             cand = torch.randint(n, (trials,), generator=gen, device=min_d.device)
         # (trials, n): each candidate's new D^2
         torch.minimum(torch.mm(weights.index_select(0, cand), rows, out=d), min_d, out=d)
-        best = int((torch.sum(d, 1, out=potential) if w is None else torch.mv(d, w)).argmin())  # least potential
+        # least potential left; a tensor index, so an accelerator does not wait on the host every step
+        best = (torch.sum(d, 1, out=potential) if w is None else torch.mv(d, w)).argmin()
         min_d = d[best].clamp_min(0)  # a copy (d is reused); rounding can dip below 0
         chosen[i] = cand[best]
 

@@ -178,7 +178,7 @@ std::vector<torch::Tensor> nearest(const torch::Tensor& x, const torch::Tensor& 
   return {code, best, second};
 }
 
-// The steps 1..k-1 of asg.quantize's greedy k-means++ seeding, op for op the ATen calls of its torch loop
+// The steps 1..k-1 of asg.quantize's greedy k-means++ seeding, the same ATen arithmetic as its torch loop
 // (`_seed_steps_torch`), so the picked rows are the same bit for bit. Called from C++ they hold no GIL: on 2 threads
 // the Python loop's ~15 calls a step made two sub-spaces seed in 1.5x one's time, this in ~1.05x (MiniLM, k=1024).
 void seed_steps(const torch::Tensor& weights, const torch::Tensor& rows, torch::Tensor min_d,

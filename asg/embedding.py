@@ -173,7 +173,9 @@ class ASGEmbedding(CompressedEmbedding):
     Only the codebooks (m, k, s) are trained; the codes (V, m) are a buffer in the
     smallest integer dtype that fits k. `padding_idx` is kept for interface parity
     with nn.Embedding: the padding token's centroids are shared with other tokens,
-    so its vector is not frozen.
+    so its vector is not frozen. `sparse` is nn.Embedding's: the lookup's codebook
+    gradient is then a sparse tensor of the looked-up rows, for SGD or SparseAdam
+    (AdamW, which fine-tuning here uses, needs the default dense one).
     """
 
     method = "pq"
@@ -186,6 +188,7 @@ class ASGEmbedding(CompressedEmbedding):
         padding_idx: int | None = None,  # recorded like nn.Embedding's, not frozen
         rel_error: float | None = None,  # PQ reconstruction error, reported by stats()
         source_dtype: torch.dtype = torch.float32,  # dtype of the replaced matrix, for byte counts
+        sparse: bool = False,  # a sparse codebook gradient from forward(), as nn.Embedding(sparse=True)
     ) -> None:
         super().__init__()
         if codes.dim() != 2 or codebooks.dim() != 3 or codes.shape[1] != codebooks.shape[0]:
@@ -202,6 +205,7 @@ class ASGEmbedding(CompressedEmbedding):
         self.padding_idx = padding_idx
         self.rel_error = rel_error
         self.source_dtype = source_dtype
+        self.sparse = sparse
         self.register_buffer("codes", codes.detach().to(smallest_code_dtype(k)).contiguous())
         self.codebooks = nn.Parameter(codebooks.detach().clone())
 
@@ -212,6 +216,7 @@ class ASGEmbedding(CompressedEmbedding):
         *,
         m: int,  # sub-spaces; must divide the hidden size
         k: int,  # centroids per sub-space
+        sparse: bool = False,  # a sparse codebook gradient from forward(), as nn.Embedding(sparse=True)
         **pq_kwargs: Any,  # passed on to product_quantize (iters, init, seed, sample_rows, ...)
     ) -> ASGEmbedding:
         """Compress an nn.Embedding (or a (V, d) weight) with product quantization."""
@@ -224,13 +229,14 @@ class ASGEmbedding(CompressedEmbedding):
             padding_idx=padding_idx,
             rel_error=result.rel_error,
             source_dtype=weight.dtype,
+            sparse=sparse,
         )
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """Look up ids (...) -> vectors (..., d); gradients flow to the codebooks only."""
         # index_select, not codes[ids]: a uint8/bool ids tensor would be read as a mask
         codes = self.codes.index_select(0, input_ids.reshape(-1))  # (N, m)
-        return reconstruct(codes.view(*input_ids.shape, self.m), self.codebooks)  # (..., d)
+        return reconstruct(codes.view(*input_ids.shape, self.m), self.codebooks, sparse=self.sparse)  # (..., d)
 
     def dense_weight(self) -> Tensor:
         """The full (V, d) matrix, differentiable with respect to the codebooks."""
@@ -276,4 +282,4 @@ class ASGEmbedding(CompressedEmbedding):
         )
 
     def _repr_settings(self) -> str:
-        return f"m={self.m}, k={self.k}"
+        return f"m={self.m}, k={self.k}" + (", sparse=True" if self.sparse else "")

@@ -96,7 +96,7 @@ def packed_code_bytes(count: int, k: int) -> int:
 
 class _Lookup(torch.autograd.Function):
     """Vectors (n, m * s) of codes (n, m) from codebooks (m, k, s), with a backward that accumulates straight into
-    the codebooks' gradient.
+    the codebooks' gradient, or with `sparse` hands the looked-up rows on as they are.
 
     On CPU both directions run the compiled `kernels.gather` / `kernels.scatter`, reading the codes as they are:
     no flat (n * m) index is built, and the backward adds rows in autograd's order (float32: the same sums as
@@ -107,26 +107,40 @@ class _Lookup(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, codebooks: Tensor, codes: Tensor) -> Tensor:
+    def forward(ctx: Any, codebooks: Tensor, codes: Tensor, sparse: bool) -> Tensor:
         m, k, s = codebooks.shape
         ctx.save_for_backward(codes)
-        ctx.k = k
+        ctx.k, ctx.sparse = k, sparse
         vectors = kernels.gather(codes, codebooks)
         if vectors is None:
             vectors = codebooks.reshape(m * k, s).index_select(0, _flat_index(codes, k)).view(-1, m * s)
         return vectors
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (codes,) = ctx.saved_tensors
         m, k = codes.shape[1], ctx.k
+        if ctx.sparse:
+            return _sparse_rows(grad, codes, k), None, None
         summed = grad.float()
         table_grad = kernels.scatter(summed, codes, k)
         if table_grad is None:
             s = summed.shape[1] // m
             table_grad = summed.new_zeros(m * k, s)
             table_grad.index_put_((_flat_index(codes, k),), summed.reshape(-1, s), accumulate=True)
-        return table_grad.view(m, k, -1).to(grad.dtype), None
+        return table_grad.view(m, k, -1).to(grad.dtype), None, None
+
+
+def _sparse_rows(grad: Tensor, codes: Tensor, k: int) -> Tensor:
+    """The codebook gradient as nn.Embedding(sparse=True) gives its own: grad (n, m * s) as n * m uncoalesced rows
+    of a sparse (m, k, s) tensor at (sub-space, code), in grad's dtype; the optimizer's coalesce adds them up."""
+    n, m = codes.shape
+    index = torch.empty(2, n, m, dtype=torch.long, device=codes.device)
+    index[0] = torch.arange(m, device=codes.device)
+    index[1] = codes
+    s = grad.shape[1] // m
+    # the forward's gather already refused out-of-range codes, so torch's own index check would only repeat it
+    return torch.sparse_coo_tensor(index.view(2, -1), grad.reshape(n * m, s), (m, k, s), check_invariants=False)
 
 
 def _flat_index(codes: Tensor, k: int) -> Tensor:
@@ -134,16 +148,17 @@ def _flat_index(codes: Tensor, k: int) -> Tensor:
     return (codes.long() + torch.arange(codes.shape[1], device=codes.device) * k).reshape(-1)
 
 
-def reconstruct(codes: Tensor, codebooks: Tensor) -> Tensor:
+def reconstruct(codes: Tensor, codebooks: Tensor, *, sparse: bool = False) -> Tensor:
     """Explicit inverse of PQ: codes (..., m) and codebooks (m, k, s) -> vectors (..., m * s).
 
     Differentiable with respect to `codebooks`, whose gradient accumulates into a small dense (m, k, s) tensor
-    (`_Lookup`).
+    (`_Lookup`), or with `sparse` is a sparse one holding every looked-up row, for optimizers that take sparse
+    gradients (SGD, SparseAdam).
     """
     m, k, s = codebooks.shape
     if codes.shape[-1] != m:
         raise ValueError(f"codes have {codes.shape[-1]} sub-spaces but codebooks have {m}")
-    vectors = _Lookup.apply(codebooks, codes.reshape(-1, m))  # (n, m * s)
+    vectors = _Lookup.apply(codebooks, codes.reshape(-1, m), sparse)  # (n, m * s)
     return vectors.view(*codes.shape[:-1], m * s)
 
 

@@ -15,10 +15,10 @@ their steps alternately, one step each in turn, so a change of machine load hits
 The ASG model is fitted once (cheap k-means: quality does not change the timing), exported with `asg.export`, and
 the training process loads it with `load_compressed`; the export's size is the table's export row.
 The embedding lookup (e5-small's V x d, 32 x 128 ids) compares ASG with nn.Embedding: forward + backward with the
-default dense gradient (what fine-tuning uses), with sparse=True, and forward only; the dense-gradient module
-times in rounds of its own, the other two alternate. A row adds the optimizer step each gradient needs:
-SparseAdam for the sparse one, AdamW for ASG's codebooks; the last one times a floor for ASG's backward, one read of
-the upstream gradient.
+default dense gradient (what fine-tuning uses), with sparse=True (ASG's too), and forward only; the dense-gradient
+module times in rounds of its own, the other three alternate. Two rows add the optimizer step each gradient needs:
+SparseAdam for the sparse ones, AdamW for ASG's dense codebook gradient; the last one times a floor for ASG's
+backward, one read of the upstream gradient.
 
 --skip-training leaves out the training steps and the export (the lookup, and what --with-* adds, still run).
 --with-pq-fit adds experiments/pq_fit.py's rows (asg's k-means against faiss's; it writes its own pq_fit.md/.json).
@@ -152,10 +152,12 @@ def lookup(job: dict[str, Any]) -> dict[str, Any]:
     vocab, dim, m, k = job["vocab"], job["dim"], LOOKUP["m"], LOOKUP["k"]
     gen = torch.Generator().manual_seed(0)
     # random codes and centroids: a lookup costs the same whatever the fitted values
+    codes, codebooks = torch.randint(0, k, (vocab, m), generator=gen), torch.randn(m, k, dim // m, generator=gen)
     modules = {
         "dense": nn.Embedding(vocab, dim),
         "sparse": nn.Embedding(vocab, dim, sparse=True),
-        "asg": ASGEmbedding(torch.randint(0, k, (vocab, m), generator=gen), torch.randn(m, k, dim // m, generator=gen)),
+        "asg": ASGEmbedding(codes, codebooks),
+        "asg_sparse": ASGEmbedding(codes, codebooks, sparse=True),
     }
     ids = torch.randint(0, vocab, (LOOKUP["batch"], LOOKUP["length"]), generator=gen)
     upstream = torch.randn(*ids.shape, dim, generator=gen)
@@ -180,8 +182,8 @@ def lookup(job: dict[str, Any]) -> dict[str, Any]:
     kinds = ("train", "backward", "forward")
     times: dict[str, list[float]] = {f"{name}_{kind}": [] for name in modules for kind in kinds}
     # the dense module times alone: its fresh V x d gradient (384 MB for e5) each round evicts the caches and
-    # would slow whichever module ran after it; sparse and asg alternate
-    for group in (["dense"], ["sparse", "asg"]):
+    # would slow whichever module ran after it; the others alternate
+    for group in (["dense"], ["sparse", "asg", "asg_sparse"]):
         for _ in range(job["warmup"] + job["reps"]):
             for name in group:
                 train, backward = train_lookup(modules[name])
@@ -197,10 +199,11 @@ def lookup(job: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         upstream.sum()
         times.setdefault("read_upstream", []).append(time.perf_counter() - start)
-    # what each gradient costs once applied: SparseAdam steps the sparse one (AdamW refuses it), AdamW ASG's
+    # what each gradient costs once applied: SparseAdam steps the sparse ones (AdamW refuses them), AdamW ASG's
     optimizers = {
         "sparse": torch.optim.SparseAdam(modules["sparse"].parameters()),
         "asg": torch.optim.AdamW(modules["asg"].parameters()),
+        "asg_sparse": torch.optim.SparseAdam(modules["asg_sparse"].parameters()),
     }
     for _ in range(job["warmup"] + job["reps"]):
         for name, optimizer in optimizers.items():
@@ -421,14 +424,18 @@ def table(result: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     lookup_ms = result["lookup"]["median_ms"]
     where = f"embedding lookup, V={result['lookup']['vocab']:,} d={result['lookup']['dim']}, 32x128 ids"
     reps = f"median of {result['lookup']['reps']} (ms)"
-    for baseline, kind, measure in (
-        ("dense", "train", f"forward+backward vs nn.Embedding (dense grad), {reps}"),
-        ("sparse", "train", f"forward+backward vs nn.Embedding(sparse=True), {reps}"),
-        ("sparse", "backward", f"backward only vs nn.Embedding(sparse=True), {reps}"),
-        ("sparse", "step", f"forward+backward+optimizer step, AdamW vs nn.Embedding(sparse=True) + SparseAdam, {reps}"),
-        ("dense", "forward", f"forward only vs nn.Embedding, {reps}"),
+    sparse_asg = "ASG(sparse=True) vs nn.Embedding(sparse=True)"
+    step = "forward+backward+optimizer step"
+    for baseline, kind, ours, measure in (
+        ("dense", "train", "asg", f"forward+backward vs nn.Embedding (dense grad), {reps}"),
+        ("sparse", "train", "asg", f"forward+backward vs nn.Embedding(sparse=True), {reps}"),
+        ("sparse", "train", "asg_sparse", f"forward+backward, {sparse_asg}, {reps}"),
+        ("sparse", "backward", "asg", f"backward only vs nn.Embedding(sparse=True), {reps}"),
+        ("sparse", "step", "asg", f"{step}, AdamW vs nn.Embedding(sparse=True) + SparseAdam, {reps}"),
+        ("sparse", "step", "asg_sparse", f"{step}, {sparse_asg}, both SparseAdam, {reps}"),
+        ("dense", "forward", "asg", f"forward only vs nn.Embedding, {reps}"),
     ):
-        rows.append((where, measure, "ms", lookup_ms[f"{baseline}_{kind}"], lookup_ms[f"asg_{kind}"], ""))
+        rows.append((where, measure, "ms", lookup_ms[f"{baseline}_{kind}"], lookup_ms[f"{ours}_{kind}"], ""))
     if "read_upstream" in lookup_ms:  # results from before this row was measured lack it
         measure = f"backward only vs one read of the upstream gradient (a floor for it), {reps}"
         rows.append((where, measure, "ms", lookup_ms["read_upstream"], lookup_ms["asg_backward"], ""))
@@ -532,7 +539,8 @@ def write(result: dict[str, Any], out_dir: Path, command: str) -> None:
             "",
             f"Lookup: ASG with random codes (k={LOOKUP['k']}, m={LOOKUP['m']}) and nn.Embedding over the same V x d, "
             "the dense-gradient nn.Embedding in rounds of its own (its fresh V x d gradient slows whatever runs "
-            "next), the sparse-gradient one and ASG alternating; gradients set to None before each backward, as "
+            "next), the sparse-gradient one, ASG and ASG(sparse=True) alternating; gradients set to None before each "
+            "backward, as "
             "`optimizer.zero_grad()` does, so nn.Embedding's dense "
             "gradient is a fresh V x d tensor each time: that, not the gather, is what makes it slow, and a "
             "sparse-gradient nn.Embedding is the tighter comparison. Its backward only wraps the upstream gradient "
@@ -540,8 +548,10 @@ def write(result: dict[str, Any], out_dir: Path, command: str) -> None:
             "gradients), while ASG's adds every looked-up sub-vector into the dense codebook gradient AdamW "
             "steps: the backward-only row is that difference. Any such gradient reads the 32 x 128 x d upstream "
             "gradient once; the floor row times upstream.sum() from the cache state ASG's backward starts in "
-            "(after a sparse round and ASG's forward). The optimizer-step row adds each one's step: "
-            "SparseAdam on the sparse gradient, AdamW on the codebooks (in rounds of their own, alternating).",
+            "(after a sparse round and ASG's forward). ASG(sparse=True) hands its backward's rows on uncoalesced, "
+            "as nn.Embedding(sparse=True) does: the like-for-like pair. The optimizer-step rows add each one's step: "
+            "SparseAdam on the sparse gradients, AdamW on ASG's dense codebook gradient (in rounds of their own, "
+            "alternating).",
             "",
             "PQ fit: faiss, then asg, each in a fresh process on the same matrix: the real embeddings first, then "
             "Gaussian matrices at the paper's sizes (details in pq_fit.md)."

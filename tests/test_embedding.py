@@ -121,12 +121,13 @@ def test_invalid_codes_are_rejected():
         ASGEmbedding(torch.zeros(5, 3, dtype=torch.long), torch.zeros(2, 4, 3))
 
 
-def _lookup_gradients(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _lookup_gradients(dtype: torch.dtype, sparse: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The codebook gradient of a lookup, through ASGEmbedding and through autograd's plain index_select, and the
     float64 sum that both round; repeated ids and shared centroids make many rows add into one codebook row."""
     gen = torch.Generator().manual_seed(0)
     m, k, s = 8, 16, 4
-    emb = ASGEmbedding(torch.randint(0, k, (50, m), generator=gen), torch.randn(m, k, s, generator=gen).to(dtype))
+    codes, codebooks = torch.randint(0, k, (50, m), generator=gen), torch.randn(m, k, s, generator=gen).to(dtype)
+    emb = ASGEmbedding(codes, codebooks, sparse=sparse)
     ids = torch.randint(0, 50, (6, 40), generator=gen)
     upstream = torch.randn(6, 40, m * s, generator=gen).to(dtype)
     emb(ids).backward(upstream)
@@ -161,3 +162,34 @@ def test_lookup_without_the_kernels_gives_the_same_vectors_and_gradients(monkeyp
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(torch_path, ours) and torch.equal(torch_path, plain)
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_sparse_lookup_gradient_holds_every_row_and_coalesces_to_the_dense_one(kernels, monkeypatch):
+    if not kernels:
+        monkeypatch.setattr(quantize.kernels, "gather", lambda codes, codebooks: None)
+    sparse, plain, _ = _lookup_gradients(torch.float32, sparse=True)
+    assert sparse.is_sparse and sparse.shape == plain.shape == (8, 16, 4)
+    assert sparse._nnz() == 6 * 40 * 8  # one row per looked-up sub-vector, added by the optimizer's coalesce
+    summed = sparse.coalesce().to_dense()
+    # coalesce's summation order is torch's to choose: equal to autograd's sums within float32 rounding
+    torch.testing.assert_close(summed, plain)
+
+
+def test_sparse_lookup_trains_with_sparse_optimizers_and_leaves_unused_rows():
+    dense, sparse = _random_module(40, 4, 8, 3), _random_module(40, 4, 8, 3, sparse=True)
+    assert "sparse=True" in repr(sparse) and "sparse" not in repr(dense)
+    ids = torch.tensor([[1, 5, 5, 9]])
+    upstream = torch.randn(1, 4, 12, generator=torch.Generator().manual_seed(1))
+    for module in (dense, sparse):
+        module(ids).backward(upstream)
+        torch.optim.SGD(module.parameters(), lr=0.1).step()
+    torch.testing.assert_close(sparse.codebooks, dense.codebooks)
+    before = sparse.codebooks.detach().clone()
+    sparse.codebooks.grad = None
+    sparse(ids).backward(upstream)
+    torch.optim.SparseAdam(sparse.parameters(), lr=0.1).step()
+    used = torch.zeros(4, 8, dtype=torch.bool)
+    used[torch.arange(4), sparse.codes[ids.flatten()].long()] = True
+    changed = (sparse.codebooks.detach() != before).any(-1)
+    assert torch.equal(changed, used)  # SparseAdam moved the looked-up centroids, and only those

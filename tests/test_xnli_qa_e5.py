@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from experiments import xnli_qa_e5 as study_script
 
@@ -137,3 +138,32 @@ def test_tables_show_relative_scores_and_the_learning_curve():
         "ASG (`pq`) pools seeds fitted by different k-means versions: seed 42 at version 3 (fit rel. error "
         "0.58430); seed 1 at version 4 (fit rel. error 0.58430)." in study_script.report(XNLI, runs, "cmd")
     )
+
+
+def test_a_chosen_candidate_reports_the_defaults_finished_repeats_without_starting_more(monkeypatch, tmp_path):
+    monkeypatch.setattr(study_script, "RESULTS", tmp_path)
+    monkeypatch.setattr(study_script, "ROOT", tmp_path)
+    for seed in (1, 2):  # the default's repeats, finished while it was the choice
+        run_dir = tmp_path / "xnli_e5" / "runs" / f"pq_s{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps(fake_run(50.0, {"en": 40.0 + seed})))
+    started = []
+
+    def fake_run_config(name, overrides, runs_dir):
+        started.append(name)
+        dev = {"pq_cb30": 55.0}.get(name, 50.0)
+        return fake_run(dev, None if "+trainer.limit_test_batches=0" in overrides else {"en": 50.0})
+
+    monkeypatch.setattr(study_script, "run_config", fake_run_config)
+    monkeypatch.setattr(
+        study_script.OmegaConf, "load", lambda path: argparse.Namespace(trainer=argparse.Namespace(max_epochs=3))
+    )
+    args = argparse.Namespace(e5_dir=".cache/e5-small", data_dir="../shared/data")
+    runs = study_script.run_all(XNLI, args, None)
+    assert "pq_s1" not in started and "pq_s2" not in started
+    assert runs["pq_s1"]["scores"]["test/en/accuracy"] == 41.0
+    text = study_script.report(XNLI, runs, "python -m experiments.xnli_qa_e5 --study xnli")
+    comparison = text.split("## Test of the default `pq`, for comparison")[1]
+    assert "Seeds: dense 3, ASG 3" in comparison  # pq (seed 42) and its two repeats
+    assert "| en | 50.00 ± 0.00 | 44.33 ± 4.93 | 88.7% |" in comparison  # test en 50, 41 and 42
+    assert "## Test of the default" not in study_script.report(XNLI, {**runs, "pq_s1": None, "pq_s2": None}, "")

@@ -46,7 +46,11 @@ def test_selection_waits_for_every_candidate_and_uses_dev_alone():
     assert study_script.choose(XNLI, runs) == "pq_cb30"
 
 
-def test_a_chosen_candidate_is_tested_once_with_its_own_settings(monkeypatch):
+def run_study_choosing_cb30(monkeypatch, results) -> tuple[dict, list[tuple[str, list[str]]]]:
+    """The xnli study run with fake runs (dev 55 for pq_cb30, 50 for the others) over a results dir of its own:
+    its runs, and the (name, overrides) of every run it started."""
+    monkeypatch.setattr(study_script, "RESULTS", results)
+    monkeypatch.setattr(study_script, "ROOT", results)
     started = []
 
     def fake_run_config(name, overrides, runs_dir):
@@ -59,7 +63,11 @@ def test_a_chosen_candidate_is_tested_once_with_its_own_settings(monkeypatch):
         study_script.OmegaConf, "load", lambda path: argparse.Namespace(trainer=argparse.Namespace(max_epochs=3))
     )
     args = argparse.Namespace(e5_dir=".cache/e5-small", data_dir="../shared/data")
-    runs = study_script.run_all(XNLI, args, None)
+    return study_script.run_all(XNLI, args, None), started
+
+
+def test_a_chosen_candidate_is_tested_once_with_its_own_settings(monkeypatch, tmp_path):
+    runs, started = run_study_choosing_cb30(monkeypatch, tmp_path)
     selection = ["none", "pq", "pq_cb3", "pq_cb30", "pq_ep6", "pq_cb30_test"]
     repeats = ["none_s1", "pq_cb30_test_s1", "none_s2", "pq_cb30_test_s2"]  # dense and the chosen, other seeds
     assert [name for name, _ in started] == selection + repeats
@@ -141,26 +149,12 @@ def test_tables_show_relative_scores_and_the_learning_curve():
 
 
 def test_a_chosen_candidate_reports_the_defaults_finished_repeats_without_starting_more(monkeypatch, tmp_path):
-    monkeypatch.setattr(study_script, "RESULTS", tmp_path)
-    monkeypatch.setattr(study_script, "ROOT", tmp_path)
     for seed in (1, 2):  # the default's repeats, finished while it was the choice
         run_dir = tmp_path / "xnli_e5" / "runs" / f"pq_s{seed}"
         run_dir.mkdir(parents=True)
         (run_dir / "metrics.json").write_text(json.dumps(fake_run(50.0, {"en": 40.0 + seed})))
-    started = []
-
-    def fake_run_config(name, overrides, runs_dir):
-        started.append(name)
-        dev = {"pq_cb30": 55.0}.get(name, 50.0)
-        return fake_run(dev, None if "+trainer.limit_test_batches=0" in overrides else {"en": 50.0})
-
-    monkeypatch.setattr(study_script, "run_config", fake_run_config)
-    monkeypatch.setattr(
-        study_script.OmegaConf, "load", lambda path: argparse.Namespace(trainer=argparse.Namespace(max_epochs=3))
-    )
-    args = argparse.Namespace(e5_dir=".cache/e5-small", data_dir="../shared/data")
-    runs = study_script.run_all(XNLI, args, None)
-    assert "pq_s1" not in started and "pq_s2" not in started
+    runs, started = run_study_choosing_cb30(monkeypatch, tmp_path)
+    assert not {"pq_s1", "pq_s2"} & {name for name, _ in started}
     assert runs["pq_s1"]["scores"]["test/en/accuracy"] == 41.0
     text = study_script.report(XNLI, runs, "python -m experiments.xnli_qa_e5 --study xnli")
     comparison = text.split("## Test of the default `pq`, for comparison")[1]
